@@ -1,0 +1,185 @@
+"""Pre-LN decoder-only transformer (spec §1.2, §1.3) with one explicit intervention mechanism.
+
+Notation of the spec: x_0 embeddings; x_l input of block l; inside block l
+    a_l = Attn(N_a(x_l)),  u_l = x_l + a_l,  m_l = FFN(N_m(u_l)),  x_{l+1} = u_l + m_l;
+x_L is the last block's output before the final norm N_f. Shapes: B batch, T positions, d width,
+V padded vocabulary.
+
+Interventions (metrics M3-M6) all go through `Transformer.run_blocks(x, blocks, ctx)`: the caller
+passes any sequence of block-like modules (the model's own blocks reordered or omitted, an
+`AffineBlock`, ...) and a `ForwardContext` that collects per-block traces and MoE router stats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import Attention, RotaryEmbedding
+from .config import ModelConfig
+from .ffn import SwiGLU
+from .moe import MoE, MoEAux
+
+
+class RMSNorm(nn.Module):
+    """g ⊙ x / sqrt(mean_j x_j² + eps), normalized in fp32, learnable gain (init 1), no bias."""
+
+    def __init__(self, d: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps)
+        return (self.weight.float() * xf).to(x.dtype)
+
+
+@dataclass
+class BlockTrace:
+    """What one block saw and produced: tensors (B, T, d); attn_probs (B, H, T, T) on request."""
+
+    input: torch.Tensor
+    attn_out: torch.Tensor | None
+    ffn_out: torch.Tensor | None
+    output: torch.Tensor
+    attn_probs: torch.Tensor | None = None
+
+
+@dataclass
+class ForwardContext:
+    """Per-forward state shared by all blocks: RoPE tables, capture switches, collected results."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    capture: bool = False
+    attn_probs: bool = False
+    traces: list[BlockTrace] = field(default_factory=list)
+    moe_aux: list[MoEAux] = field(default_factory=list)
+
+
+class Block(nn.Module):
+    """x <- x + Attn(N_a(x)); x <- x + FFN(N_m(x)). The FFN is SwiGLU or MoE."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.ffn: nn.Module = MoE(cfg) if cfg.moe is not None else SwiGLU(cfg.d_model, cfg.d_ff)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        a, probs = self.attn(self.attn_norm(x), ctx.cos, ctx.sin, return_probs=ctx.attn_probs)
+        u = x + a
+        m = self.ffn(self.ffn_norm(u))
+        if isinstance(m, tuple):
+            m, aux = m
+            ctx.moe_aux.append(aux)
+        y = u + m
+        if ctx.capture:
+            ctx.traces.append(BlockTrace(x, a, m, y, probs))
+        return y
+
+
+class AffineBlock(nn.Module):
+    """Token-wise affine replacement of a block, x -> x W + b (usefulness score M6).
+
+    weight (d_in, d_out), bias (d_out,). No attention, no mixing across tokens.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        y = (x.to(self.weight.dtype) @ self.weight + self.bias).to(x.dtype)
+        if ctx.capture:
+            ctx.traces.append(BlockTrace(x, None, None, y))
+        return y
+
+
+@dataclass
+class ModelOutput:
+    """logits (B, T, V) or None; loss: mean CE (+ weighted MoE aux loss) when targets were given."""
+
+    logits: torch.Tensor | None
+    loss: torch.Tensor | None
+    ce_loss: torch.Tensor | None
+    aux_loss: torch.Tensor | None
+    ctx: ForwardContext
+
+
+class Transformer(nn.Module):
+    """Embedding -> L blocks -> final RMSNorm -> untied LM head."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.padded_vocab, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab, bias=False)
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """N(0, init_std²) for every matrix (embedding, linears, router, experts); norm gains 1 (spec §1.2)."""
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            else:
+                nn.init.normal_(p, mean=0.0, std=self.cfg.init_std)
+
+    # --- the three stages; metrics compose them with their own block sequences ------------
+    def context(self, T: int, device: torch.device, capture: bool = False, attn_probs: bool = False) -> ForwardContext:
+        cos, sin = self.rope(T, device)
+        return ForwardContext(cos=cos, sin=sin, capture=capture, attn_probs=attn_probs)
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, T) -> x_0 (B, T, d)."""
+        return self.wte(idx)
+
+    def run_blocks(self, x: torch.Tensor, blocks: Sequence[nn.Module], ctx: ForwardContext) -> torch.Tensor:
+        """Apply `blocks` in order to the residual stream x (B, T, d)."""
+        for block in blocks:
+            x = block(x, ctx)
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """x_L (B, T, d) -> logits (B, T, V) through the final norm and the LM head."""
+        return self.lm_head(self.final_norm(x))
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        blocks: Sequence[nn.Module] | None = None,
+        capture: bool = False,
+        attn_probs: bool = False,
+        return_logits: bool = True,
+    ) -> ModelOutput:
+        """idx (B, T) token ids; targets (B, T) with -100 = ignore. `blocks` defaults to self.blocks."""
+        ctx = self.context(idx.shape[1], idx.device, capture=capture, attn_probs=attn_probs)
+        x = self.run_blocks(self.embed(idx), self.blocks if blocks is None else blocks, ctx)
+        logits = self.head(x)
+        ce = loss = aux = None
+        if targets is not None:
+            ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            aux = self.aux_loss(ctx)
+            loss = ce if aux is None else ce + aux
+        return ModelOutput(logits if return_logits else None, loss, ce, aux, ctx)
+
+    def aux_loss(self, ctx: ForwardContext) -> torch.Tensor | None:
+        """(w_lb/L)·Σ_l L_lb,l + (w_z/L)·Σ_l L_z,l over the MoE layers that ran (spec §1.3); None if dense."""
+        if not ctx.moe_aux or self.cfg.moe is None:
+            return None
+        m, L = self.cfg.moe, self.cfg.n_layers
+        lb = sum(a.lb_loss for a in ctx.moe_aux) / L
+        z = sum(a.z_loss for a in ctx.moe_aux) / L
+        return m.lb_weight * lb + m.z_weight * z
