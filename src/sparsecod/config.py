@@ -17,12 +17,18 @@ import yaml
 from .model.config import ConfigError, ModelConfig
 
 
+PRECISIONS = frozenset({"bf16-mixed", "bf16-true", "32-true", "64-true"})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and logging of one run (spec §1.5; defaults are the paper's).
 
     steps is the schedule horizon (round(tokens / (global_batch * seq_len))); stop_after ends training
-    early without changing the schedule (E7 stops at 1,600 of 4,768 steps).
+    early without changing the schedule (E7 stops at 1,600 of 4,768 steps). var_every / kurtosis_every /
+    val_every = 0 switch that logging off; val_tokens > 0 evaluates the held-out loss on that many tokens
+    at the end (and every val_every steps). max_loss: a training loss above it (or non-finite) counts as
+    divergence and stops the run cleanly (not a paper setting; the λ=3 run's PPL 773 is loss 6.7).
     """
 
     seq_len: int = 1024
@@ -50,6 +56,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     compile: bool = False
+    max_loss: float = 1000.0
 
     def __post_init__(self) -> None:
         positive = ("seq_len", "global_batch", "micro_batch", "steps", "ckpt_every", "devices", "num_nodes")
@@ -63,6 +70,25 @@ class TrainConfig:
             )
         if self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError(f"train.lr must be > 0 and train.weight_decay >= 0 (got {self.lr}, {self.weight_decay})")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be between 0 and train.steps={self.steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for key in ("var_every", "kurtosis_every", "val_every", "val_tokens"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0 (0 = off), got {getattr(self, key)}")
+        if (self.val_every or self.val_tokens) and self.val_tokens < self.seq_len:
+            raise ConfigError(
+                f"train.val_tokens={self.val_tokens} must be 0 (no held-out loss) or >= train.seq_len={self.seq_len}"
+                " (one window); train.val_every > 0 needs it > 0"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"train.precision={self.precision!r} is not supported; use one of {sorted(PRECISIONS)} "
+                "(fp16 would need a loss scaler; the paper trains in bf16-mixed)"
+            )
+        if not self.max_loss > 0:
+            raise ConfigError(f"train.max_loss must be > 0, got {self.max_loss}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
             raise ConfigError(f"train.stop_after={self.stop_after} must be between 1 and train.steps={self.steps}")
 

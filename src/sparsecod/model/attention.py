@@ -38,17 +38,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (xf * cos + rotated * sin).to(x.dtype)
 
 
-def causal_attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Explicit causal softmax (fp32): q (B, H, T, d_h), k (B, H_kv, T, d_h) -> A (B, H, T, T).
+def causal_attention_probs(q: torch.Tensor, k: torch.Tensor, q_start: int = 0) -> torch.Tensor:
+    """Explicit causal softmax (fp32): q (B, H, T_q, d_h), k (B, H_kv, T_k, d_h) -> A (B, H, T_q, T_k).
 
-    Entries above the diagonal (future positions) are exactly 0. Used for analysis (M8, M9),
-    never for training.
+    Query row r is position q_start + r, key column j is position j (default: T_q = T_k, q_start = 0,
+    the full T×T map; a query chunk of a long sequence passes q_start and keys 0..q_start+T_q-1, M8/M9).
+    Entries of future positions (j > q_start + r) are exactly 0. Used for analysis, never for training.
     """
     G = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(G, dim=1)
     scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    T = q.shape[-2]
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    T_q, T_k = q.shape[-2], k.shape[-2]
+    mask = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).triu(1 + q_start)
     return scores.masked_fill(mask, float("-inf")).softmax(dim=-1)
 
 

@@ -1,0 +1,270 @@
+"""Run registry: expands a workflow config's experiment groups E1-E7 into run specs (spec §3, Q1).
+
+A workflow config (config/{config,mini,smoke}.yaml) names model shapes (`models`), training defaults
+(`defaults`), learning rates (`lr`: a number or the winner of a sweep in `sweeps`) and the groups
+(`groups`: depth, weight_decay, seqlen, gqa, moe, ablation, sublayer), each with group-level training
+settings and its runs. This module turns that into:
+
+* `RunSpec`s with stable ids (`depth-L16`, `wd-0.1`, `seq-2048`, `gqa-G4`, `moe-2BA400M`, `abl-A4`, `sub-L32`);
+* LR sweep points `<base>@lr<value>` (e.g. `depth-L16@lr1e-3`) trained on `budget_fraction` of the base budget;
+* aliases: identical configurations train once (seq-4096 = gqa-G1 = dense-1B, spec §3 E3/E4/E5);
+* step counts `round(tokens / (global_batch * seq_len))` (spec §3; FLOP-matched GQA token counts verbatim, D17).
+
+Nothing here imports torch, so Snakemake parses the registry in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import RunConfig, TrainConfig
+from .model.config import ConfigError, ModelConfig
+
+GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer")
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+_RUN_ONLY_KEYS = {"model", "lr", "tokens", "labels"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training job. `lr_sweep` names the sweep whose winner sets train.lr (train.lr is then a placeholder)."""
+
+    run_id: str
+    group: str
+    model: ModelConfig
+    train: TrainConfig
+    lr_sweep: str | None = None
+    labels: dict[str, Any] = field(default_factory=dict, compare=False)
+    analyses: tuple[str, ...] = field(default=(), compare=False)
+    evaluate: bool = field(default=False, compare=False)
+    sweep_of: str | None = field(default=None, compare=False)
+
+    @property
+    def training_key(self) -> tuple:
+        """Everything that determines the trained weights; equal keys train once."""
+        return (self.model.replace(name=""), self.train, self.lr_sweep)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """LR sweep (spec Q1): `base` run trained at every `grid` LR on `budget_fraction` of its budget."""
+
+    name: str
+    base: str
+    grid: tuple[float, ...]
+    budget_fraction: float
+    points: tuple[str, ...]
+
+
+def lr_tag(lr: float) -> str:
+    """1e-3 -> '1e-3', 6e-4 -> '6e-4', 2.5e-4 -> '2.5e-4'."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+class Registry:
+    """All runs of one workflow config. Lookups accept aliases."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.results = Path(config.get("results", "results"))
+        self.models = {name: _model(name, d) for name, d in _section(config, "models").items()}
+        self.lrs = dict(_section(config, "lr"))
+        self.runs: dict[str, RunSpec] = {}
+        self.aliases: dict[str, str] = {}
+        self._alias_specs: dict[str, RunSpec] = {}
+        self.group_runs: dict[str, list[str]] = {}
+        self.sweeps: dict[str, Sweep] = {}
+        for group in GROUPS:
+            self._add_group(group, _section(config, "groups").get(group))
+        unknown = set(_section(config, "groups")) - set(GROUPS)
+        if unknown:
+            raise ConfigError(f"unknown group(s) {sorted(unknown)} under groups; known: {', '.join(GROUPS)}")
+        for name, sweep in _section(config, "sweeps").items():
+            self._add_sweep(name, sweep)
+        for name, value in self.lrs.items():
+            if isinstance(value, dict) and value.get("sweep") not in self.sweeps:
+                raise ConfigError(f"lr.{name} refers to sweep {value.get('sweep')!r}, not defined under sweeps")
+
+    # --- construction -------------------------------------------------------------------------
+    def _add_group(self, group: str, spec: dict[str, Any] | None) -> None:
+        if spec is None:
+            raise ConfigError(f"groups.{group} is missing: every scale defines all groups {', '.join(GROUPS)}")
+        bad = set(spec) - {"train", "runs", "analyses", "evaluate"}
+        if bad:
+            raise ConfigError(f"unknown key(s) {sorted(bad)} in groups.{group}")
+        base = {**_section(self.config, "defaults"), **(spec.get("train") or {})}
+        self.group_runs[group] = []
+        for run_id, overrides in (spec.get("runs") or {}).items():
+            run = self._make_run(group, run_id, {**base, **(overrides or {})},
+                                 tuple(spec.get("analyses", ())), bool(spec.get("evaluate", False)))
+            self._register(run)
+            self.group_runs[group].append(run_id)
+
+    def _make_run(self, group: str, run_id: str, settings: dict[str, Any], analyses: tuple, evaluate: bool) -> RunSpec:
+        where = f"groups.{group}.runs.{run_id}"
+        bad = set(settings) - _TRAIN_KEYS - _RUN_ONLY_KEYS
+        if bad:
+            raise ConfigError(f"unknown key(s) {sorted(bad)} in {where} (or its group/defaults)")
+        model_name = settings.pop("model", None)
+        if model_name not in self.models:
+            raise ConfigError(f"{where}.model={model_name!r} is not defined under models")
+        labels = settings.pop("labels", {}) or {}
+        lr, lr_sweep = self._lr(settings.pop("lr", None), where)
+        tokens = settings.pop("tokens", None)
+        if tokens is not None:
+            if "steps" in settings:
+                raise ConfigError(f"{where}: give either tokens or steps, not both")
+            B, T = settings.get("global_batch", 256), settings.get("seq_len", 1024)
+            settings["steps"] = max(1, round(float(tokens) / (B * T)))
+        try:
+            train = TrainConfig(lr=lr, **settings)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        model = self.models[model_name].replace(name=model_name)
+        return RunSpec(run_id, group, model, train, lr_sweep, labels, analyses, evaluate)
+
+    def _lr(self, value: Any, where: str) -> tuple[float, str | None]:
+        if value is None:
+            raise ConfigError(f"{where}: no lr (set lr: <number or name under lr>)")
+        if isinstance(value, str):
+            if value not in self.lrs:
+                raise ConfigError(f"{where}.lr={value!r} is not defined under lr")
+            value = self.lrs[value]
+        if isinstance(value, dict):
+            default = float(value.get("default", 1e-3))
+            return default, value["sweep"]
+        return float(value), None
+
+    def _register(self, run: RunSpec) -> None:
+        if run.run_id in self.runs or run.run_id in self.aliases:
+            raise ConfigError(f"run id {run.run_id!r} is defined twice")
+        for other in self.runs.values():
+            if other.sweep_of is None and other.training_key == run.training_key:
+                self.aliases[run.run_id] = other.run_id
+                self._alias_specs[run.run_id] = run
+                return
+        self.runs[run.run_id] = run
+
+    def _add_sweep(self, name: str, spec: dict[str, Any]) -> None:
+        where = f"sweeps.{name}"
+        bad = set(spec) - {"run", "grid", "budget_fraction"}
+        if bad:
+            raise ConfigError(f"unknown key(s) {sorted(bad)} in {where}")
+        base_id = spec.get("run")
+        if base_id not in self.runs and base_id not in self.aliases:
+            raise ConfigError(f"{where}.run={base_id!r} is not a run of any group")
+        base = self.spec(base_id)
+        fraction = float(spec.get("budget_fraction", 0.1))
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"{where}.budget_fraction must be in (0, 1], got {fraction}")
+        grid = tuple(float(x) for x in spec.get("grid", ()))
+        if not grid:
+            raise ConfigError(f"{where}.grid must list at least one learning rate")
+        steps = max(1, round(base.train.steps * fraction))
+        # keep the base warmup unless it would eat most of the shortened schedule
+        warmup = base.train.warmup_steps if base.train.warmup_steps <= steps // 2 else max(1, steps // 10)
+        points = []
+        for lr in grid:
+            run_id = f"{base.run_id}@lr{lr_tag(lr)}"
+            train = dataclasses.replace(base.train, lr=lr, steps=steps, stop_after=None, warmup_steps=warmup)
+            point = dataclasses.replace(base, run_id=run_id, train=train, lr_sweep=None, sweep_of=name,
+                                        analyses=(), evaluate=False)
+            self.runs[run_id] = point
+            points.append(run_id)
+        self.sweeps[name] = Sweep(name, base.run_id, grid, fraction, tuple(points))
+
+    # --- lookups ------------------------------------------------------------------------------
+    def canonical(self, run_id: str) -> str:
+        """The run id whose training job produces `run_id`'s weights."""
+        if run_id in self.runs:
+            return run_id
+        if run_id in self.aliases:
+            return self.aliases[run_id]
+        raise KeyError(f"unknown run {run_id!r}; known: {', '.join(self.all_ids())}")
+
+    def spec(self, run_id: str) -> RunSpec:
+        """The spec as defined (aliases keep their own group and labels)."""
+        if run_id in self._alias_specs:
+            return self._alias_specs[run_id]
+        return self.runs[self.canonical(run_id)]
+
+    def all_ids(self) -> list[str]:
+        """Every paper run id (aliases included), in group order; sweep points excluded."""
+        return [r for g in GROUPS for r in self.group_runs[g]]
+
+    def trained_ids(self) -> list[str]:
+        """Ids of the training jobs: canonical runs and sweep points."""
+        return list(self.runs)
+
+    def paper_runs(self) -> Iterator[RunSpec]:
+        for run_id in self.all_ids():
+            yield self.spec(run_id)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.results / "runs" / self.canonical(run_id)
+
+    def sweep_file(self, sweep: str) -> Path:
+        return self.results / "sweeps" / f"{sweep}.json"
+
+    def data_dir(self) -> Path:
+        return self.results / "data" / str(self.config["data"].get("id", "default"))
+
+    def run_config(self, run_id: str) -> RunConfig:
+        """The RunConfig `sparsecod train` runs.
+
+        The model's vocabulary is the tokenizer's (from the shards' meta.json); a swept LR is read from
+        results/sweeps/<sweep>.json.
+        """
+        run = self.runs[self.canonical(run_id)]
+        meta_file = self.data_dir() / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{meta_file} is missing: tokenize the corpus first (`snakemake {meta_file}`)")
+        model = run.model.replace(vocab_size=int(json.loads(meta_file.read_text())["vocab_size"]))
+        train = run.train
+        if run.lr_sweep is not None:
+            path = self.sweep_file(run.lr_sweep)
+            if not path.is_file():
+                raise FileNotFoundError(f"run {run.run_id} takes its LR from sweep {run.lr_sweep}: {path} is missing "
+                                        f"(run `snakemake {path}` first)")
+            train = dataclasses.replace(train, lr=float(json.loads(path.read_text())["best_lr"]))
+        aliases = sorted(a for a, c in self.aliases.items() if c == run.run_id)
+        meta = {"group": run.group, "labels": run.labels, "aliases": aliases, "lr_sweep": run.lr_sweep,
+                "sweep_of": run.sweep_of, "scale": self.config.get("scale")}
+        return RunConfig(run_id=run.run_id, model=model, train=train, data=str(self.data_dir()), meta=meta)
+
+
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    value = config.get(key)
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key {key!r} is missing or not a mapping")
+    return value
+
+
+def _model(name: str, d: Any) -> ModelConfig:
+    if not isinstance(d, dict):
+        raise ConfigError(f"models.{name} must be a mapping of model config keys")
+    try:
+        return ModelConfig.from_dict(d)
+    except ConfigError as err:
+        raise ConfigError(f"models.{name}: {err}") from None
+    except TypeError as err:
+        raise ConfigError(f"models.{name}: {err}") from None
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"workflow config {path} does not exist")
+    return yaml.safe_load(path.read_text())
+
+
+def load_registry(path: str | Path) -> Registry:
+    return Registry(load_config(path))

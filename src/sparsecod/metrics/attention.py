@@ -1,0 +1,135 @@
+"""M8 / M9: attention sparsity and entropy per head, layer and model (spec §2 M8, M9, Q2, Q3, Q11, D8).
+
+Attention probabilities are materialized explicitly (fp32 causal softmax after RoPE, GQA: query head h
+uses KV head ⌊h/G⌋) from `Attention.qkv_heads` and `causal_attention_probs`, one head and one tile of
+`query_chunk` query rows at a time, so memory stays O(B·query_chunk·T_e) even at T_e = 8192 (never all
+heads' T×T maps). Only causal entries j ≤ i count (Q3):
+
+    S_ε^{(l,h)} = #{(n, i, j): j ≤ i, A_{n,i,j} < ε} / (N · T_e (T_e + 1) / 2)
+    H^{(l,h)}   = mean_{n,i} −Σ_{j≤i} A_{n,i,j} log A_{n,i,j}   (natural log, 0·log 0 = 0)
+    H_norm      = mean_{n, i≥1} H_{n,i} / log(i + 1)             (length-normalized variant)
+
+Layer values are means over heads, global values means over (layer, head). Evaluated on ATTN_SET(T_e)
+for every T_e in `analysis.attention_lengths` (RoPE extrapolates beyond the training length).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..model.attention import causal_attention_probs
+from ..model.transformer import Transformer
+from .results import MetricResult
+from .settings import ATTENTION_EPS
+from .states import autocast, micro_batches, model_device
+from .weight_sparsity import eps_key
+
+
+def head_stats(
+    q: torch.Tensor, k: torch.Tensor, eps: Sequence[float], query_chunk: int = 1024
+) -> tuple[np.ndarray, float, float]:
+    """One head: q (B, T, d_h), k (B, T, d_h) -> (#causal entries < ε per ε, Σ_{n,i} H_{n,i}, Σ_{n,i≥1} H/log(i+1)).
+
+    Processes `query_chunk` query rows at a time against keys 0..i1−1 of the tile.
+    """
+    B, T, _ = q.shape
+    below = np.zeros(len(eps), dtype=np.int64)
+    ent = ent_norm = 0.0
+    for i0 in range(0, T, query_chunk):
+        i1 = min(T, i0 + query_chunk)
+        c = i1 - i0
+        A = causal_attention_probs(q[:, None, i0:i1], k[:, None, :i1], q_start=i0)[:, 0]  # (B, c, i1)
+        masked = B * c * (c - 1) // 2  # future entries of the tile: exactly 0, so below every ε
+        for e_i, e in enumerate(eps):
+            below[e_i] += int((A < e).sum()) - masked
+        H = -torch.special.xlogy(A, A).sum(dim=-1).double()  # (B, c)
+        ent += float(H.sum())
+        pos = torch.arange(i0, i1, device=A.device)
+        keep = pos >= 1
+        if keep.any():
+            ent_norm += float((H[:, keep] / torch.log1p(pos[keep].double())).sum())
+    return below, ent, ent_norm
+
+
+@torch.no_grad()
+def attention_maps_stats(
+    model: Transformer,
+    windows: torch.Tensor,
+    eps: Sequence[float] = ATTENTION_EPS,
+    query_chunk: int = 1024,
+    bf16: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Per (layer, head) sparsity for each ε and entropies over windows (N, T_e); one window per forward."""
+    device = model_device(model)
+    cfg = model.cfg
+    L, H, G = cfg.n_layers, cfg.n_heads, cfg.group_size
+    N, T = windows.shape
+    below = np.zeros((L, H, len(eps)), dtype=np.int64)
+    ent = np.zeros((L, H))
+    ent_norm = np.zeros((L, H))
+    bar = tqdm(total=N * L, desc=f"attention T={T}", disable=not progress)
+    with autocast(device, bf16):
+        for idx in micro_batches(windows, 1):
+            idx = idx.to(device)
+            ctx = model.context(T, device)
+            x = model.embed(idx)
+            for layer, block in enumerate(model.blocks):
+                q, k, _ = block.attn.qkv_heads(block.attn_norm(x), ctx.cos, ctx.sin)
+                for h in range(H):
+                    b, e, en = head_stats(q[:, h], k[:, h // G], eps, query_chunk)
+                    below[layer, h] += b
+                    ent[layer, h] += e
+                    ent_norm[layer, h] += en
+                x = model.run_blocks(x, [block], ctx)
+                bar.update()
+    bar.close()
+    causal_entries = N * T * (T + 1) // 2
+    rows = []
+    for layer in range(L):
+        for h in range(H):
+            for e_i, e in enumerate(eps):
+                rows.append({
+                    "T_e": T, "layer": layer, "head": h, "eps": e,
+                    "sparsity": below[layer, h, e_i] / causal_entries,
+                    "entropy": ent[layer, h] / (N * T),
+                    "entropy_norm": ent_norm[layer, h] / (N * (T - 1)) if T > 1 else math.nan,
+                })
+    return pd.DataFrame(rows)
+
+
+def compute_attention(
+    model: Transformer,
+    windows_by_length: dict[int, torch.Tensor],
+    eps: Sequence[float] = ATTENTION_EPS,
+    query_chunk: int = 1024,
+    bf16: bool = False,
+    progress: bool = False,
+) -> MetricResult:
+    """M8/M9 for every evaluation length T_e (ATTN_SET(T_e) windows (N, T_e) each).
+
+    Table rows (T_e, layer, head, eps, sparsity, entropy, entropy_norm); the entropies repeat on each ε row.
+    JSON: sparsity[T_e][ε], entropy[T_e], entropy_norm[T_e] (means over layers and heads) and the per-layer
+    profiles sparsity_by_layer[T_e][ε], entropy_by_layer[T_e].
+    """
+    tables = [attention_maps_stats(model, w, eps, query_chunk, bf16, progress) for w in windows_by_length.values()]
+    table = pd.concat(tables, ignore_index=True)
+    scalars: dict = {"lengths": list(windows_by_length), "eps": list(eps),
+                     "n_windows": {str(T): int(w.shape[0]) for T, w in windows_by_length.items()},
+                     "sparsity": {}, "entropy": {}, "entropy_norm": {}, "sparsity_by_layer": {}, "entropy_by_layer": {}}
+    for T, part in table.groupby("T_e"):
+        key = str(int(T))
+        by_eps = part.groupby("eps")
+        scalars["sparsity"][key] = {eps_key(e): float(g["sparsity"].mean()) for e, g in by_eps}
+        scalars["sparsity_by_layer"][key] = {eps_key(e): g.groupby("layer")["sparsity"].mean().tolist() for e, g in by_eps}
+        heads = part[part["eps"] == eps[0]]
+        scalars["entropy"][key] = float(heads["entropy"].mean())
+        scalars["entropy_norm"][key] = float(heads["entropy_norm"].mean())
+        scalars["entropy_by_layer"][key] = heads.groupby("layer")["entropy"].mean().tolist()
+    return MetricResult(scalars, table)

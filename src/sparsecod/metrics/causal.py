@@ -1,0 +1,104 @@
+"""M4: causal score — how much skipping block s changes the updates of the later blocks (spec §2 M4, D2, D9, Q6).
+
+Baseline states x_0..x_L (pre-final-norm); skipping block s gives x̄_j = x_j for j ≤ s, x̄_{s+1} = x_s and
+x̄_{l+1} = block_l(x̄_l) for l > s. With updates Δ_l = x_{l+1} − x_l and Δ̄_l = x̄_{l+1} − x̄_l:
+
+    C(s, l) = mean_{n,t} ‖Δ̄_{l,n,t} − Δ_{l,n,t}‖₂ / mean_{n,t} ‖Δ_{l,n,t}‖₂     for l > s, else 0
+
+(ratio of token-averaged L2 norms; 0 when the denominator is < 1e-8). One baseline pass per micro-batch
+caches x_0..x_L; the run with block s skipped restarts from the cached x_s, not from the embedding.
+Globals: C_global = mean over the L(L−1)/2 pairs s < l (Q6); row-mean variant = mean over s = 0..L−2 of
+mean_{l>s} C(s, l) (D9).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..model.transformer import Transformer
+from .results import MetricResult
+from .states import autocast, micro_batches, model_device, residual_states
+
+ZERO_GUARD = 1e-8
+
+
+def _token_norm_sum(delta: torch.Tensor) -> float:
+    """Σ over tokens of the per-token L2 norm of delta (B, T, d)."""
+    return float(delta.float().norm(dim=-1).sum())
+
+
+@torch.no_grad()
+def causal_matrix(
+    model: Transformer,
+    windows: torch.Tensor,
+    micro_batch: int = 4,
+    bf16: bool = False,
+    from_cache: bool = True,
+    progress: bool = False,
+) -> np.ndarray:
+    """C (L, L), row s = skipped block, column l = affected block; upper triangular.
+
+    from_cache=False recomputes every skipped run from the embedding (test oracle and benchmark baseline).
+    """
+    device = model_device(model)
+    L = model.cfg.n_layers
+    blocks = list(model.blocks)
+    num = np.zeros((L, L))
+    den = np.zeros(L)
+    n_mb = -(-windows.shape[0] // micro_batch)
+    bar = tqdm(total=n_mb * max(L - 1, 0), desc="causal", disable=not progress)
+    with autocast(device, bf16):
+        for idx in micro_batches(windows, micro_batch):
+            idx = idx.to(device)
+            ctx = model.context(idx.shape[1], device)
+            xs = residual_states(model, model.embed(idx), blocks, ctx)
+            deltas = [xs[l + 1] - xs[l] for l in range(L)]
+            for l in range(L):
+                den[l] += _token_norm_sum(deltas[l])
+            for s in range(L - 1):
+                if from_cache:
+                    skipped = residual_states(model, xs[s], blocks[s + 1 :], ctx)
+                else:
+                    skipped = residual_states(model, model.embed(idx), blocks[:s] + blocks[s + 1 :], ctx)[s:]
+                # skipped[k] = x̄_{s+1+k}, the input of block l = s+1+k
+                for k, l in enumerate(range(s + 1, L)):
+                    num[s, l] += _token_norm_sum((skipped[k + 1] - skipped[k]) - deltas[l])
+                bar.update()
+    bar.close()
+    n_tokens = windows.numel()
+    mean_den = den / n_tokens
+    C = np.zeros((L, L))
+    for s in range(L):
+        for l in range(s + 1, L):
+            C[s, l] = 0.0 if mean_den[l] < ZERO_GUARD else (num[s, l] / n_tokens) / mean_den[l]
+    return C
+
+
+def causal_summary(C: np.ndarray) -> dict[str, float]:
+    """C_global (mean over pairs s < l, Q6) and the row-mean variant (D9)."""
+    L = C.shape[0]
+    if L < 2:
+        return {"causal_global": float("nan"), "causal_rowmean": float("nan")}
+    iu = np.triu_indices(L, k=1)
+    rows = [C[s, s + 1 :].mean() for s in range(L - 1)]
+    return {"causal_global": float(C[iu].mean()), "causal_rowmean": float(np.mean(rows))}
+
+
+def compute_causal(
+    model: Transformer, windows: torch.Tensor, micro_batch: int = 4, bf16: bool = False, progress: bool = False
+) -> MetricResult:
+    """M4 on ANALYSIS_SET windows (N, T): tidy table (s, l, C) over s < l plus globals and row means."""
+    C = causal_matrix(model, windows, micro_batch, bf16, progress=progress)
+    L = C.shape[0]
+    table = pd.DataFrame([{"s": s, "l": l, "causal": C[s, l]} for s in range(L) for l in range(s + 1, L)],
+                         columns=["s", "l", "causal"])
+    scalars = {
+        **causal_summary(C),
+        "row_means": [float(C[s, s + 1 :].mean()) for s in range(L - 1)],
+        "n_windows": int(windows.shape[0]),
+        "window": int(windows.shape[1]),
+    }
+    return MetricResult(scalars, table)

@@ -1,0 +1,184 @@
+"""`sparsecod analyze`: load a trained run, draw the sample sets, compute metric families, write their files.
+
+Metric names (one output family each, `<run_dir>/analysis/<name>.{json,parquet}`):
+    jacobian (M3/M3b), causal (M4), permutation (M5), usefulness (M6), weight_sparsity (M7),
+    attention (M8 + M9), kurtosis (M10 + held-out M1/M2), perplexity (M11).
+Several names (or `all`) run in one process that loads the model and the held-out stream once (small
+scales keep the job count low this way). `all` means the analyses the workflow config lists for the
+run's group(s) (its own and its aliases'), or every family when no workflow config is given.
+The run's training length T comes from `<run_dir>/run.yaml` (RunConfig), else `analysis.ppl_seq_len`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..model.config import ConfigError
+from .results import MetricResult, write_result
+from .samples import analysis_set, attn_set, heldout_stream, ppl_set
+from .settings import AnalysisSettings
+
+log = logging.getLogger(__name__)
+
+METRICS = ("weight_sparsity", "perplexity", "kurtosis", "jacobian", "causal", "permutation", "usefulness", "attention")
+
+
+def resolve_metrics(spec: str, workflow_config: dict[str, Any] | None = None, run: RunConfig | None = None) -> list[str]:
+    """'causal,permutation' | 'all' -> metric names in a fixed order; unknown names fail listing the known ones."""
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if names == ["all"]:
+        if workflow_config is not None and "groups" in workflow_config and run is not None:
+            ids = {run.run_id, *run.meta.get("aliases", [])}
+            wanted = set()
+            for group in (workflow_config.get("groups") or {}).values():
+                if ids & set((group or {}).get("runs") or {}):
+                    wanted.update(group.get("analyses") or ())
+            names = list(wanted)
+        else:
+            names = list(METRICS)
+    unknown = sorted(set(names) - set(METRICS))
+    if unknown or not names and spec.strip() != "all":
+        raise ConfigError(f"unknown metric(s) {unknown or [spec]}; use 'all' or a comma list of {', '.join(METRICS)}")
+    return [m for m in METRICS if m in names]
+
+
+class Analysis:
+    """One run's analysis context: the model, its run config, the held-out stream and the sample sets (cached)."""
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        settings: AnalysisSettings,
+        heldout: str | os.PathLike | None = None,
+        bf16: bool = False,
+        device: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        from ..model.io import load_model
+
+        self.run_dir = Path(run_dir)
+        self.settings, self.bf16, self.progress = settings, bf16, progress
+        run_yaml = self.run_dir / "run.yaml"
+        self.run = RunConfig.load(run_yaml) if run_yaml.is_file() else None
+        if heldout is None:
+            if self.run is None:
+                raise ConfigError(f"no --heldout shard directory given and {run_yaml} (whose `data` names it) is missing")
+            heldout = self.run.data
+        self.heldout = Path(heldout)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = load_model(self.run_dir / "model", self.device)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id if self.run is not None else self.run_dir.name
+
+    @cached_property
+    def tokens(self) -> np.ndarray:
+        from ..data.shards import read_meta
+
+        vocab = int(read_meta(self.heldout)["vocab_size"])
+        if vocab > self.model.cfg.padded_vocab:
+            raise ConfigError(
+                f"held-out shard {self.heldout} has vocab_size {vocab} but the model in {self.run_dir / 'model'} only "
+                f"{self.model.cfg.padded_vocab} rows: pass the shard the run was trained on (--heldout)"
+            )
+        return heldout_stream(self.heldout)
+
+    @cached_property
+    def analysis_windows(self) -> torch.Tensor:
+        s = self.settings
+        return analysis_set(self.tokens, s.window, s.samples, s.seed)
+
+    @property
+    def train_seq_len(self) -> int:
+        if self.settings.ppl_seq_len is not None:
+            return self.settings.ppl_seq_len
+        if self.run is None:
+            raise ConfigError(f"{self.run_dir / 'run.yaml'} is missing: set analysis.ppl_seq_len to the model's training T")
+        return self.run.train.seq_len
+
+    def compute(self, name: str) -> MetricResult:
+        s, m, kw = self.settings, self.model, {"bf16": self.bf16, "progress": self.progress}
+        if name == "jacobian":
+            from .jacobian import compute_jacobian
+
+            return compute_jacobian(m, self.analysis_windows[: s.jacobian_samples], s.jacobian_micro_batch,
+                                    s.jacobian_chunk, matrix_layers=s.jacobian_layers, **kw)
+        if name == "causal":
+            from .causal import compute_causal
+
+            return compute_causal(m, self.analysis_windows, s.micro_batch, **kw)
+        if name == "permutation":
+            from .permutation import compute_permutation
+
+            return compute_permutation(m, self.analysis_windows, s.micro_batch, **kw)
+        if name == "usefulness":
+            from .usefulness import compute_usefulness
+
+            return compute_usefulness(m, self.analysis_windows, s.micro_batch, tau=s.usefulness_tau,
+                                      transpose_bug=s.usefulness_transpose_bug, **kw)
+        if name == "weight_sparsity":
+            from .weight_sparsity import compute_weight_sparsity
+
+            return compute_weight_sparsity(m, s.weight_eps)
+        if name == "attention":
+            from .attention import compute_attention
+
+            windows = {T: attn_set(self.tokens, T, s.attention_samples, s.seed) for T in s.attention_lengths}
+            return compute_attention(m, windows, s.attention_eps, s.attention_query_chunk, **kw)
+        if name == "kurtosis":
+            from .kurtosis import compute_kurtosis
+
+            return compute_kurtosis(m, self.analysis_windows, s.micro_batch, **kw)
+        if name == "perplexity":
+            from .perplexity import compute_perplexity
+
+            windows = ppl_set(self.tokens, self.train_seq_len, s.ppl_tokens)
+            return compute_perplexity(m, windows, self.analysis_windows, s.ppl_batch_tokens, s.micro_batch, **kw)
+        raise ConfigError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+
+    def run_metric(self, name: str) -> list[Path]:
+        """Compute one family and write `<run_dir>/analysis/<name>.*`; returns the written paths."""
+        start = time.perf_counter()
+        result = self.compute(name)
+        meta = {
+            "run_id": self.run_id,
+            "heldout": str(self.heldout),
+            "precision": "bf16" if self.bf16 else "fp32",
+            "device": str(self.device),
+            "model": self.model.cfg.name or None,
+            "n_layers": self.model.cfg.n_layers,
+            "d_model": self.model.cfg.d_model,
+            "settings": self.settings.to_dict(),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        paths = write_result(self.run_dir / "analysis", name, result, meta)
+        log.info("%s: %s written in %.1f s", self.run_id, name, meta["seconds"])
+        return paths
+
+
+def analyze(
+    run_dir: str | os.PathLike,
+    metrics: str = "all",
+    heldout: str | os.PathLike | None = None,
+    settings: AnalysisSettings | None = None,
+    workflow_config: dict[str, Any] | None = None,
+    bf16: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, list[Path]]:
+    """Compute the requested metric families of one run (see the module docstring); returns name -> files."""
+    ctx = Analysis(run_dir, settings or AnalysisSettings(), heldout, bf16, device, progress)
+    names = resolve_metrics(metrics, workflow_config, ctx.run)
+    if not names:
+        log.info("%s: no analyses requested for this run", ctx.run_id)
+    return {name: ctx.run_metric(name) for name in names}

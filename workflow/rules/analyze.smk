@@ -1,0 +1,63 @@
+# Trained model + held-out shard -> layer metrics M3-M11 (spec §2). Paper scale: one restartable job per metric
+# family; small scales (analysis.one_job_per_run) compute a run's whole suite in one process.
+
+ANALYSIS_SETTINGS = json.dumps({k: v for k, v in config["analysis"].items() if k != "one_job_per_run"})
+
+
+def _analysis_resources(kind):
+    gpus = RES["analysis_gpus"]
+    return {"gpu": gpus, "runtime": RES["analysis_runtime"], "mem_mb": RES["train_mem_mb"]}[kind]
+
+
+if config["analysis"].get("one_job_per_run"):
+
+    rule analyze_run:
+        input:
+            model=f"{RESULTS}/runs/{{run}}/model/config.json",
+            data=f"{DATA}/meta.json",
+        output:
+            f"{RESULTS}/runs/{{run}}/analysis/suite.json",
+        params:
+            run_dir=f"{RESULTS}/runs/{{run}}",
+            metrics=lambda w: ",".join(REG.spec(w.run).analyses),
+            settings=ANALYSIS_SETTINGS,
+        log:
+            f"{RESULTS}/logs/analyze/{{run}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/analyze/{{run}}.tsv"
+        threads: 2
+        resources:
+            gpu=_analysis_resources("gpu"),
+            runtime=_analysis_resources("runtime"),
+            mem_mb=_analysis_resources("mem_mb"),
+        conda:
+            "../../envs/train.yaml"
+        shell:
+            "{SPARSECOD} analyze {params.run_dir} --metric {params.metrics} --heldout {DATA}"
+            " --settings-json {params.settings:q} --suite-out {output} > {log} 2>&1"
+
+else:
+
+    rule analyze:
+        input:
+            model=f"{RESULTS}/runs/{{run}}/model/config.json",
+            data=f"{DATA}/meta.json",
+        output:
+            f"{RESULTS}/runs/{{run}}/analysis/{{metric}}.json",
+        params:
+            run_dir=f"{RESULTS}/runs/{{run}}",
+            settings=ANALYSIS_SETTINGS,
+        log:
+            f"{RESULTS}/logs/analyze/{{run}}.{{metric}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/analyze/{{run}}.{{metric}}.tsv"
+        threads: 4
+        resources:
+            gpu=_analysis_resources("gpu"),
+            runtime=_analysis_resources("runtime"),
+            mem_mb=_analysis_resources("mem_mb"),
+        conda:
+            "../../envs/train.yaml"
+        shell:
+            "{SPARSECOD} analyze {params.run_dir} --metric {wildcards.metric} --heldout {DATA}"
+            " --settings-json {params.settings:q} > {log} 2>&1"

@@ -1,0 +1,107 @@
+# Config -> run registry, paths and per-run resources. Everything else reads REG.
+import json
+import math
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import update_config, validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not installed
+from sparsecod.experiments import GROUPS, Registry, load_config  # noqa: E402
+
+# A --configfile (e.g. config/smoke.yaml) replaces the paper config instead of being deep-merged into it,
+# so no paper-scale key can leak into a small scale. --config KEY=VALUE overrides still apply on top.
+if workflow.overwrite_configfiles:
+    config.clear()
+    for _path in workflow.overwrite_configfiles:
+        config.update(load_config(_path))
+    if workflow.config_settings.overwrite_config:
+        update_config(config, workflow.config_settings.overwrite_config)
+
+validate(config, "../schemas/config.schema.yaml")
+REG = Registry(config)
+RESULTS = str(REG.results)
+DATA = str(REG.data_dir())
+RES = config["resources"]
+# Every rule runs the package from this checkout, whether it is pip-installed, in a conda env or neither.
+SPARSECOD = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m sparsecod"
+
+
+def _check_paths():
+    """Missing local inputs fail before any job starts, naming the config key."""
+    corpus, tok = config["data"]["corpus"], config["data"]["tokenizer"]
+    local_corpus = corpus not in ("builtin", "fineweb-edu")
+    if local_corpus and not any(Path().glob(corpus)) and not Path(corpus).exists():
+        raise WorkflowError(f"data.corpus={corpus!r}: no such file or glob match (give local text/jsonl/parquet files, "
+                            "'builtin', or 'fineweb-edu')")
+    if tok.endswith(".json") and not Path(tok).is_file():
+        raise WorkflowError(f"data.tokenizer={tok!r}: file not found (a tokenizer.json path, an HF id, or bpe:<size>)")
+    eval_dir = config["evaluation"].get("data_dir")
+    if eval_dir and not Path(eval_dir).is_dir():
+        raise WorkflowError(
+            f"evaluation.data_dir={eval_dir!r}: directory not found. Point it at local ARC/HellaSwag/MMLU sets "
+            "(HF save_to_disk layout) or set it to null to use the hub datasets (needs network), e.g. "
+            "--config evaluation='{data_dir: null}'"
+        )
+
+
+_check_paths()
+
+wildcard_constraints:
+    run=r"[A-Za-z0-9_.=@+-]+",
+    metric=r"[a-z_]+",
+    sweep=r"[A-Za-z0-9_.-]+",
+
+
+def run_dir(run_id):
+    return f"{RESULTS}/runs/{REG.canonical(run_id)}"
+
+
+def train_outputs(run_id):
+    d = run_dir(run_id)
+    return [f"{d}/summary.json", f"{d}/model/config.json"]
+
+
+def analysis_outputs(run_id):
+    """Analysis files of a paper run: one per metric family, or the per-run suite marker at small scales."""
+    spec = REG.spec(run_id)
+    if not spec.analyses:
+        return []
+    d = run_dir(run_id)
+    if config["analysis"].get("one_job_per_run"):
+        return [f"{d}/analysis/suite.json"]
+    return [f"{d}/analysis/{m}.json" for m in spec.analyses]
+
+
+def eval_outputs(run_id):
+    return [f"{run_dir(run_id)}/eval/lm_eval.json"] if REG.spec(run_id).evaluate else []
+
+
+def run_outputs(run_id):
+    return train_outputs(run_id) + analysis_outputs(run_id) + eval_outputs(run_id)
+
+
+def group_outputs(group):
+    return sorted({f for r in REG.group_runs[group] for f in run_outputs(r)})
+
+
+def all_outputs():
+    return [f"{RESULTS}/summary.parquet"]
+
+
+def train_resources(wildcards):
+    """GPUs, runtime (min) from 6·N_active·tokens at the assumed throughput, memory (spec §3 budgets)."""
+    spec = REG.runs[wildcards.run]
+    t = spec.train
+    gpus = t.devices * t.num_nodes if t.accelerator in ("gpu", "cuda") else 0
+    n_active = spec.model.param_counts()["active"]
+    flops = 6 * n_active * t.tokens_per_step * t.last_step
+    seconds = flops / (max(gpus, 1) * RES["gpu_flops"])
+    return {
+        "gpu": gpus,
+        "nodes": t.num_nodes,
+        "tasks_per_node": t.devices if gpus else 1,
+        "runtime": max(10, math.ceil(seconds * RES["runtime_margin"] / 60)),
+        "mem_mb": RES["train_mem_mb"],
+    }

@@ -1,0 +1,58 @@
+# Run config -> trained model (spec §1.5, §3). Checkpoints live in <run>/checkpoints/, which is not a declared
+# output: Snakemake never deletes it, so a failed, killed or requeued job resumes from checkpoints/last.ckpt.
+
+localrules:
+    run_config,
+    select_lr,
+
+
+rule run_config:
+    """results/runs/<run>/run.yaml: the registry's RunConfig, LR from the sweep winner, vocab from the shards."""
+    input:
+        data=f"{DATA}/meta.json",
+        sweep=lambda w: [str(REG.sweep_file(REG.runs[w.run].lr_sweep))] if REG.runs[w.run].lr_sweep else [],
+    output:
+        f"{RESULTS}/runs/{{run}}/run.yaml",
+    params:
+        spec=lambda w: repr(REG.runs[w.run]),
+    run:
+        REG.run_config(wildcards.run).save(output[0])
+
+
+rule train:
+    input:
+        config=f"{RESULTS}/runs/{{run}}/run.yaml",
+        data=f"{DATA}/meta.json",
+    output:
+        summary=f"{RESULTS}/runs/{{run}}/summary.json",
+        model=f"{RESULTS}/runs/{{run}}/model/config.json",
+    params:
+        out=f"{RESULTS}/runs/{{run}}",
+    log:
+        f"{RESULTS}/logs/train/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{run}}.tsv"
+    threads: 2
+    resources:
+        gpu=lambda w: train_resources(w)["gpu"],
+        nodes=lambda w: train_resources(w)["nodes"],
+        tasks_per_node=lambda w: train_resources(w)["tasks_per_node"],
+        runtime=lambda w: train_resources(w)["runtime"],
+        mem_mb=lambda w: train_resources(w)["mem_mb"],
+        slurm_extra="'--requeue --signal=SIGUSR1@90'",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "{SPARSECOD} train --config {input.config} --out {params.out} > {log} 2>&1"
+
+
+rule select_lr:
+    """results/sweeps/<sweep>.json: the grid point with the lowest held-out loss (spec Q1)."""
+    input:
+        lambda w: [f"{RESULTS}/runs/{p}/summary.json" for p in REG.sweeps[w.sweep].points],
+    output:
+        f"{RESULTS}/sweeps/{{sweep}}.json",
+    run:
+        from sparsecod.sweeps import select_best
+
+        select_best(REG.sweeps[wildcards.sweep], [Path(p) for p in input], Path(output[0]))
