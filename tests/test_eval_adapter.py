@@ -119,8 +119,8 @@ def test_moe_padding_invariance(tmp_path) -> None:
     lm = SparsecodLM(checkpoint=run, batch_size=8, device="cpu", progress=False)
     model = load_model(run)
     g = torch.Generator().manual_seed(5)
-    reqs = [(None, torch.randint(0, 50280, (n,), generator=g).tolist(), torch.randint(0, 50280, (m,), generator=g).tolist())
-            for n, m in [(3, 2), (20, 5), (7, 1), (11, 3)]]
+    reqs = [(None, torch.randint(0, 50280, (n,), generator=g).tolist(),
+             torch.randint(0, 50280, (m,), generator=g).tolist()) for n, m in [(3, 2), (20, 5), (7, 1), (11, 3)]]
     got = lm._loglikelihood_tokens(reqs, disable_tqdm=True)
     for (_, ctx, cont), (lp, _) in zip(reqs, got, strict=True):
         assert lp == pytest.approx(direct(model, ctx, cont, 2048)[0], rel=1e-5, abs=1e-4)
@@ -145,3 +145,13 @@ def test_registered_and_no_generation(run) -> None:
     assert lm.batch_size == 2 and lm.device == torch.device("cpu")
     with pytest.raises(NotImplementedError, match="generate_until"):
         lm.generate_until([Instance("generate_until", {}, ("Hi", {"until": ["\n"]}), 0)])
+
+
+def test_bfloat16_weights_fp32_logsoftmax(run) -> None:
+    lm32 = SparsecodLM(checkpoint=run, device="cpu", progress=False)
+    lm16 = SparsecodLM(checkpoint=run, device="cpu", dtype="bfloat16", progress=False)
+    assert next(lm16.model.parameters()).dtype == torch.bfloat16
+    reqs = [(None, [11, 12, 13, 14], [15, 16]), (None, [7], [8, 9, 10])]
+    for (a, _), (b, _) in zip(lm32._loglikelihood_tokens(reqs, True), lm16._loglikelihood_tokens(reqs, True),
+                              strict=True):
+        assert b == pytest.approx(a, rel=0.05)

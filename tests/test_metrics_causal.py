@@ -14,15 +14,16 @@ def test_skipping_an_identity_block_changes_nothing(cfg) -> None:
     model = tiny_model(cfg, scale=3.0)
     make_identity(model, 1)
     C = causal_matrix(model, tokens(5, 10), micro_batch=2)
-    assert (C[1] == 0).all(), "row of the identity block"
+    assert np.abs(C[1]).max() < 1e-6, "row of the identity block (0 up to batched-kernel rounding)"
     assert (C[0, 2:] > 1e-3).all() and C[2, 3] > 1e-3, "other skips do change later updates"
     assert (np.tril(C) == 0).all(), "C(s, l) = 0 for l <= s"
 
 
-def test_cached_prefix_equals_recomputation_from_the_embedding() -> None:
+@pytest.mark.parametrize("chain_tokens", [0, 30, 4096], ids=["one-run-at-a-time", "groups", "all-batched"])
+def test_cached_prefix_equals_recomputation_from_the_embedding(chain_tokens) -> None:
     model = tiny_model(DENSE, scale=3.0)
     windows = tokens(6, 12)
-    cached = causal_matrix(model, windows, micro_batch=4)
+    cached = causal_matrix(model, windows, micro_batch=4, chain_tokens=chain_tokens)
     recomputed = causal_matrix(model, windows, micro_batch=4, from_cache=False)
     np.testing.assert_allclose(cached, recomputed, rtol=1e-5, atol=1e-7)
     assert cached[0, 1] > 0

@@ -20,10 +20,12 @@ def test_swapping_two_identical_blocks_scores_zero(cfg) -> None:
     assert (P.drop((0, 2)) > 0).all()
 
 
-def test_cached_prefix_equals_recomputation_from_the_embedding() -> None:
-    model = tiny_model(DENSE, scale=3.0)
+@pytest.mark.parametrize("cfg", [DENSE, MOE], ids=["dense", "moe"])
+@pytest.mark.parametrize("chain_tokens", [0, 100, 4096], ids=["one-run-at-a-time", "groups", "all-batched"])
+def test_cached_prefix_equals_recomputation_from_the_embedding(cfg, chain_tokens) -> None:
+    model = tiny_model(cfg, scale=3.0)
     windows = tokens(6, 12)
-    l0, cached = permutation_losses(model, windows, micro_batch=4)
+    l0, cached = permutation_losses(model, windows, micro_batch=4, chain_tokens=chain_tokens)
     l0_ref, recomputed = permutation_losses(model, windows, micro_batch=4, from_cache=False)
     assert l0 == pytest.approx(l0_ref, rel=1e-6)
     np.testing.assert_allclose(cached, recomputed, rtol=1e-5)

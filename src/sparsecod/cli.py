@@ -110,7 +110,7 @@ def _tokenize(sub: argparse._SubParsersAction) -> None:
 
 
 def _analyze(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("analyze", help="layer metrics M3-M11 of a trained run -> <run_dir>/analysis/<metric>.{json,parquet}",
+    p = sub.add_parser("analyze", help="layer metrics M3-M11 of a trained run -> <run_dir>/analysis/<metric>.*",
                        description="Metrics: jacobian, causal, permutation, usefulness, weight_sparsity, attention, "
                                    "kurtosis, perplexity (spec §2). Several (comma list) or `all` share one process.")
     p.add_argument("run_dir", help="run directory holding model/ (and run.yaml), e.g. results/runs/<run_id>")

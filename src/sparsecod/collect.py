@@ -35,7 +35,8 @@ def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
 def _run_rows(run_dir: Path) -> Iterator[tuple[str, str, float]]:
     summary = run_dir / "summary.json"
     if summary.is_file():
-        for metric, value in flatten(json.loads(summary.read_text())):
+        scalars = {k: v for k, v in json.loads(summary.read_text()).items() if k != "config"}  # run.yaml has it
+        for metric, value in flatten(scalars):
             yield "train", metric, value
     for path in sorted((run_dir / "analysis").glob("*.json")):
         if path.stem == "suite":

@@ -226,7 +226,7 @@ while :; do
   state=$(sinfo -h -N -n "$NODE" -o %T 2>/dev/null | head -n1 || true)
   case $state in
     idle | mixed | allocated | completing) break ;;
-    drain* | drained | inval | down*)
+    drain* | inval | down*)
       if ((!resumed)); then
         scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true
         resumed=1

@@ -50,4 +50,16 @@ fi
 stop_daemon slurmd /run/slurmd.pid
 stop_daemon slurmctld /run/slurmctld.pid
 stop_daemon munged /run/munge/munged.pid
+
+# With no controller left, remove the config start_cluster.sh wrote: while /etc/slurm/slurm.conf names a dead
+# controller every Slurm client call waits ~10 s before failing, and the Snakemake Slurm plugin runs
+# `scontrol show config` when it is imported, i.e. in every snakemake call on this machine. Without the file
+# the clients fail at once. start_cluster.sh writes it again; job state in /var/spool is kept.
+if ! pid_alive /run/slurmctld.pid slurmctld >/dev/null && ! pid_alive /run/slurmd.pid slurmd >/dev/null; then
+  for f in /etc/slurm/slurm.conf /etc/slurm/gres.conf; do
+    if [[ -e $f ]] && head -n1 "$f" | grep -qF "# written by sparsecod tests/slurm/start_cluster.sh"; then
+      rm -f "$f"
+    fi
+  done
+fi
 say "done"

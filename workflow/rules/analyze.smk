@@ -25,7 +25,7 @@ if config["analysis"].get("one_job_per_run"):
             f"{RESULTS}/logs/analyze/{{run}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/analyze/{{run}}.tsv"
-        threads: 2
+        threads: RES.get("threads", 1)
         resources:
             gpu=_analysis_resources("gpu"),
             runtime=_analysis_resources("runtime"),
@@ -33,7 +33,7 @@ if config["analysis"].get("one_job_per_run"):
         conda:
             "../../envs/train.yaml"
         shell:
-            "{SPARSECOD} analyze {params.run_dir} --metric {params.metrics} --heldout {DATA}"
+            "OMP_NUM_THREADS={threads} {SPARSECOD} analyze {params.run_dir} --metric {params.metrics} --heldout {DATA}"
             " --settings-json {params.settings:q} --suite-out {output} > {log} 2>&1"
 
 else:
@@ -51,7 +51,7 @@ else:
             f"{RESULTS}/logs/analyze/{{run}}.{{metric}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/analyze/{{run}}.{{metric}}.tsv"
-        threads: 4
+        threads: RES.get("threads", 1)
         resources:
             gpu=_analysis_resources("gpu"),
             runtime=_analysis_resources("runtime"),
@@ -59,5 +59,5 @@ else:
         conda:
             "../../envs/train.yaml"
         shell:
-            "{SPARSECOD} analyze {params.run_dir} --metric {wildcards.metric} --heldout {DATA}"
+            "OMP_NUM_THREADS={threads} {SPARSECOD} analyze {params.run_dir} --metric {wildcards.metric} --heldout {DATA}"
             " --settings-json {params.settings:q} > {log} 2>&1"

@@ -7,7 +7,8 @@ rule evaluate:
     input:
         model=f"{RESULTS}/runs/{{run}}/model/config.json",
     output:
-        f"{RESULTS}/runs/{{run}}/eval/lm_eval.json",
+        harness=f"{RESULTS}/runs/{{run}}/eval/lm_eval.json",
+        headline=f"{RESULTS}/runs/{{run}}/eval/downstream.csv",
     params:
         run_dir=f"{RESULTS}/runs/{{run}}",
         tasks=",".join(EVAL["tasks"]),
@@ -18,7 +19,7 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{run}}.tsv"
-    threads: 2
+    threads: RES.get("threads", 1)
     resources:
         gpu=RES["analysis_gpus"],
         runtime=RES["analysis_runtime"],
@@ -26,5 +27,5 @@ rule evaluate:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{SPARSECOD} evaluate {params.run_dir} --tasks {params.tasks} {params.limit} {params.data}"
-        " --batch-size {params.batch} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {SPARSECOD} evaluate {params.run_dir} --tasks {params.tasks} {params.limit} {params.data}"
+        " --batch-size {params.batch} --no-progress > {log} 2>&1"

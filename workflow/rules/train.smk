@@ -32,18 +32,17 @@ rule train:
         f"{RESULTS}/logs/train/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{run}}.tsv"
-    threads: 2
+    threads: RES.get("threads", 1)
     resources:
         gpu=lambda w: train_resources(w)["gpu"],
         nodes=lambda w: train_resources(w)["nodes"],
         tasks_per_node=lambda w: train_resources(w)["tasks_per_node"],
         runtime=lambda w: train_resources(w)["runtime"],
         mem_mb=lambda w: train_resources(w)["mem_mb"],
-        slurm_extra="'--requeue --signal=SIGUSR1@90'",
     conda:
         "../../envs/train.yaml"
     shell:
-        "{SPARSECOD} train --config {input.config} --out {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {SPARSECOD} train --config {input.config} --out {params.out} > {log} 2>&1"
 
 
 rule select_lr:

@@ -70,6 +70,8 @@ def evaluate_run(
     `max_length` defaults to the run's training T (see adapter.SparsecodLM).
     """
     task_names = parse_tasks(tasks)
+    if limit is not None and not limit > 0:
+        raise ValueError(f"evaluation.limit / --limit must be > 0 (documents per task) or null, got {limit}")
     model_dir = resolve_model_dir(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else model_dir.parent / "eval"
     local = resolve_data_dir(data_dir)
@@ -96,8 +98,9 @@ def evaluate_run(
         for task, records in samples.items():
             lines = "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in records)
             write_bytes_atomic(sample_dir / f"{task}.jsonl", lines.encode())
-    write_bytes_atomic(out_dir / "lm_eval.json", (json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n").encode())
     write_bytes_atomic(out_dir / "downstream.csv", table.to_csv(index=False).encode())
+    text = json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n"
+    write_bytes_atomic(out_dir / "lm_eval.json", text.encode())  # last: the workflow's declared output
     return table
 
 

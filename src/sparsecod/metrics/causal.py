@@ -6,7 +6,8 @@ x̄_{l+1} = block_l(x̄_l) for l > s. With updates Δ_l = x_{l+1} − x_l and Δ
     C(s, l) = mean_{n,t} ‖Δ̄_{l,n,t} − Δ_{l,n,t}‖₂ / mean_{n,t} ‖Δ_{l,n,t}‖₂     for l > s, else 0
 
 (ratio of token-averaged L2 norms; 0 when the denominator is < 1e-8). One baseline pass per micro-batch
-caches x_0..x_L; the run with block s skipped restarts from the cached x_s, not from the embedding.
+caches x_0..x_L; the run with block s skipped restarts from the cached x_s, not from the embedding, and the
+L−1 skipped runs share batched block calls (at depth l every run applies block l).
 Globals: C_global = mean over the L(L−1)/2 pairs s < l (Q6); row-mean variant = mean over s = 0..L−2 of
 mean_{l>s} C(s, l) (D9).
 """
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..model.transformer import Transformer
 from .results import MetricResult
-from .states import autocast, micro_batches, model_device, residual_states
+from .states import Chain, autocast, micro_batches, model_device, residual_states, run_chains
 
 ZERO_GUARD = 1e-8
 
@@ -37,37 +38,41 @@ def causal_matrix(
     micro_batch: int = 4,
     bf16: bool = False,
     from_cache: bool = True,
+    chain_tokens: int = 4096,
     progress: bool = False,
 ) -> np.ndarray:
     """C (L, L), row s = skipped block, column l = affected block; upper triangular.
 
-    from_cache=False recomputes every skipped run from the embedding (test oracle and benchmark baseline).
+    The L−1 skipped runs start from the cached x_s and are evaluated together (`states.run_chains`, at most
+    `chain_tokens` tokens at once). from_cache=False recomputes every skipped run from the embedding, one at a
+    time (test oracle and benchmark baseline).
     """
     device = model_device(model)
     L = model.cfg.n_layers
     blocks = list(model.blocks)
     num = np.zeros((L, L))
     den = np.zeros(L)
-    n_mb = -(-windows.shape[0] // micro_batch)
-    bar = tqdm(total=n_mb * max(L - 1, 0), desc="causal", disable=not progress)
     with autocast(device, bf16):
-        for idx in micro_batches(windows, micro_batch):
+        for idx in tqdm(list(micro_batches(windows, micro_batch)), desc="causal", disable=not progress):
             idx = idx.to(device)
             ctx = model.context(idx.shape[1], device)
             xs = residual_states(model, model.embed(idx), blocks, ctx)
             deltas = [xs[l + 1] - xs[l] for l in range(L)]
             for l in range(L):
                 den[l] += _token_norm_sum(deltas[l])
-            for s in range(L - 1):
-                if from_cache:
-                    skipped = residual_states(model, xs[s], blocks[s + 1 :], ctx)
-                else:
+
+            def on_step(s: int, k: int, x_in: torch.Tensor, x_out: torch.Tensor) -> None:
+                l = s + 1 + k  # chain s skips block s; its k-th block is block s+1+k, with input x̄_l
+                num[s, l] += _token_norm_sum((x_out - x_in) - deltas[l])
+
+            if from_cache:
+                chains = [Chain(xs[s], blocks[s + 1 :], offset=s + 1) for s in range(L - 1)]
+                run_chains(model, chains, ctx, chain_tokens, on_step)
+            else:
+                for s in range(L - 1):
                     skipped = residual_states(model, model.embed(idx), blocks[:s] + blocks[s + 1 :], ctx)[s:]
-                # skipped[k] = x̄_{s+1+k}, the input of block l = s+1+k
-                for k, l in enumerate(range(s + 1, L)):
-                    num[s, l] += _token_norm_sum((skipped[k + 1] - skipped[k]) - deltas[l])
-                bar.update()
-    bar.close()
+                    for k in range(len(skipped) - 1):  # skipped[k] = x̄_{s+1+k}
+                        on_step(s, k, skipped[k], skipped[k + 1])
     n_tokens = windows.numel()
     mean_den = den / n_tokens
     C = np.zeros((L, L))
@@ -88,10 +93,11 @@ def causal_summary(C: np.ndarray) -> dict[str, float]:
 
 
 def compute_causal(
-    model: Transformer, windows: torch.Tensor, micro_batch: int = 4, bf16: bool = False, progress: bool = False
+    model: Transformer, windows: torch.Tensor, micro_batch: int = 4, bf16: bool = False, chain_tokens: int = 4096,
+    progress: bool = False,
 ) -> MetricResult:
     """M4 on ANALYSIS_SET windows (N, T): tidy table (s, l, C) over s < l plus globals and row means."""
-    C = causal_matrix(model, windows, micro_batch, bf16, progress=progress)
+    C = causal_matrix(model, windows, micro_batch, bf16, chain_tokens=chain_tokens, progress=progress)
     L = C.shape[0]
     table = pd.DataFrame([{"s": s, "l": l, "causal": C[s, l]} for s in range(L) for l in range(s + 1, L)],
                          columns=["s", "l", "causal"])

@@ -28,7 +28,8 @@ def mean_loss(
     with autocast(device, bf16):
         for idx in tqdm(list(micro_batches(windows, micro_batch)), desc=desc, disable=not progress):
             idx = idx.to(device)
-            s, n = ce_sum(model, model.run_blocks(model.embed(idx), model.blocks, model.context(idx.shape[1], device)), idx)
+            x_last = model.run_blocks(model.embed(idx), model.blocks, model.context(idx.shape[1], device))
+            s, n = ce_sum(model, x_last, idx)
             total, count = total + s, count + n
     return total / count, count
 

@@ -61,4 +61,6 @@ def write_result(analysis_dir: str | os.PathLike, name: str, result: MetricResul
         written.append(path)
     doc = {"metric": name, **meta, **result.scalars, "files": files}
     written.append(write_json_atomic(out / f"{name}.json", _clean(doc)))
+    for path in written:
+        path.chmod(0o644)  # mkstemp creates 0600; results are shared
     return written

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 METRICS = ("weight_sparsity", "perplexity", "kurtosis", "jacobian", "causal", "permutation", "usefulness", "attention")
 
 
-def resolve_metrics(spec: str, workflow_config: dict[str, Any] | None = None, run: RunConfig | None = None) -> list[str]:
+def resolve_metrics(
+    spec: str, workflow_config: dict[str, Any] | None = None, run: RunConfig | None = None
+) -> list[str]:
     """'causal,permutation' | 'all' -> metric names in a fixed order; unknown names fail listing the known ones."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if names == ["all"]:
@@ -71,7 +73,8 @@ class Analysis:
         self.run = RunConfig.load(run_yaml) if run_yaml.is_file() else None
         if heldout is None:
             if self.run is None:
-                raise ConfigError(f"no --heldout shard directory given and {run_yaml} (whose `data` names it) is missing")
+                raise ConfigError(f"no --heldout shard directory given and {run_yaml} (whose `data` names it) "
+                                  "is missing")
             heldout = self.run.data
         self.heldout = Path(heldout)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -83,14 +86,19 @@ class Analysis:
 
     @cached_property
     def tokens(self) -> np.ndarray:
+        """The held-out stream, after checking that the shard's tokenizer is the model's."""
+        from ..data.atomic import file_sha256
         from ..data.shards import read_meta
 
-        vocab = int(read_meta(self.heldout)["vocab_size"])
-        if vocab > self.model.cfg.padded_vocab:
-            raise ConfigError(
-                f"held-out shard {self.heldout} has vocab_size {vocab} but the model in {self.run_dir / 'model'} only "
-                f"{self.model.cfg.padded_vocab} rows: pass the shard the run was trained on (--heldout)"
-            )
+        meta = read_meta(self.heldout)
+        model_dir = self.run_dir / "model"
+        hint = "pass the shard the run was trained on (--heldout)"
+        if int(meta["vocab_size"]) != self.model.cfg.vocab_size:
+            raise ConfigError(f"held-out shard {self.heldout} has vocab_size {meta['vocab_size']} but the model in "
+                              f"{model_dir} was built for {self.model.cfg.vocab_size}: {hint}")
+        tok = model_dir / "tokenizer.json"
+        if tok.is_file() and meta.get("tokenizer_sha256") and file_sha256(tok) != meta["tokenizer_sha256"]:
+            raise ConfigError(f"{tok} differs from the tokenizer of the held-out shard {self.heldout}: {hint}")
         return heldout_stream(self.heldout)
 
     @cached_property
@@ -103,11 +111,13 @@ class Analysis:
         if self.settings.ppl_seq_len is not None:
             return self.settings.ppl_seq_len
         if self.run is None:
-            raise ConfigError(f"{self.run_dir / 'run.yaml'} is missing: set analysis.ppl_seq_len to the model's training T")
+            raise ConfigError(f"{self.run_dir / 'run.yaml'} is missing: set analysis.ppl_seq_len to the model's "
+                              "training T")
         return self.run.train.seq_len
 
     def compute(self, name: str) -> MetricResult:
         s, m, kw = self.settings, self.model, {"bf16": self.bf16, "progress": self.progress}
+        chains = s.chain_tokens_for(self.device.type)
         if name == "jacobian":
             from .jacobian import compute_jacobian
 
@@ -116,16 +126,16 @@ class Analysis:
         if name == "causal":
             from .causal import compute_causal
 
-            return compute_causal(m, self.analysis_windows, s.micro_batch, **kw)
+            return compute_causal(m, self.analysis_windows, s.micro_batch, chain_tokens=chains, **kw)
         if name == "permutation":
             from .permutation import compute_permutation
 
-            return compute_permutation(m, self.analysis_windows, s.micro_batch, **kw)
+            return compute_permutation(m, self.analysis_windows, s.micro_batch, chain_tokens=chains, **kw)
         if name == "usefulness":
             from .usefulness import compute_usefulness
 
             return compute_usefulness(m, self.analysis_windows, s.micro_batch, tau=s.usefulness_tau,
-                                      transpose_bug=s.usefulness_transpose_bug, **kw)
+                                      transpose_bug=s.usefulness_transpose_bug, chain_tokens=chains, **kw)
         if name == "weight_sparsity":
             from .weight_sparsity import compute_weight_sparsity
 
@@ -134,7 +144,7 @@ class Analysis:
             from .attention import compute_attention
 
             windows = {T: attn_set(self.tokens, T, s.attention_samples, s.seed) for T in s.attention_lengths}
-            return compute_attention(m, windows, s.attention_eps, s.attention_query_chunk, **kw)
+            return compute_attention(m, windows, s.attention_eps, s.attention_tile_elements, **kw)
         if name == "kurtosis":
             from .kurtosis import compute_kurtosis
 

@@ -20,6 +20,7 @@ from ..model.config import ConfigError
 
 WEIGHT_EPS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6)  # M7, Q2
 ATTENTION_EPS = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)  # M8, Q2
+CPU_CHAIN_TOKENS, GPU_CHAIN_TOKENS = 4096, 32_768
 WORKFLOW_ONLY = frozenset({"one_job_per_run"})  # keys of the workflow's analysis section that are not ours
 
 
@@ -31,9 +32,13 @@ class AnalysisSettings:
     attention_lengths, attention_samples: T_e values and ATTN_SET(T_e) size (M8/M9, Q11).
     ppl_tokens: PPL_SET = this prefix of the held-out stream (M11, Q5); ppl_seq_len: its window length
     (null = the run's train.seq_len from run.yaml).
-    micro_batch (M4-M6, M10, analysis loss), jacobian_micro_batch (M3): windows per forward (spec: 4, 2).
-    jacobian_chunk: basis vectors per vmapped VJP call; attention_query_chunk: query rows per attention
-    tile (M8/M9 memory bound); ppl_batch_tokens: tokens per perplexity forward.
+    batch_tokens (M4-M6, M10, analysis loss), jacobian_batch_tokens (M3), ppl_batch_tokens (M11): tokens per
+    forward, i.e. micro-batches of max(1, tokens // window) windows (spec: 4 and 2 windows of 512; results do
+    not depend on them). jacobian_chunk: basis vectors per vmapped VJP call. chain_tokens: most tokens of
+    intervened runs (skip / swap / replacement, M4-M6) evaluated together in batched block calls (memory
+    ≈ chain_tokens·d per state; 0 = one run at a time; null = 4096 on CPU, where larger batches fall out of
+    cache, 32768 on GPUs). attention_tile_elements: most
+    attention probabilities materialized at once (M8/M9 memory bound; 2^24 = 64 MB fp32).
     jacobian_layers: layers whose J̄ is saved for heatmaps (null = L−2 and 1, 8, 16, 24, 30 clamped, M3b/Q13).
     usefulness_tau: τ of M6; usefulness_transpose_bug: also report the released code's x Wᵀ + b variant (D1).
     weight_eps, attention_eps: threshold sweeps of M7 and M8 (Q2).
@@ -47,10 +52,11 @@ class AnalysisSettings:
     attention_samples: int = 16
     ppl_tokens: int = 10_000_000
     ppl_seq_len: int | None = None
-    micro_batch: int = 4
-    jacobian_micro_batch: int = 2
+    batch_tokens: int = 2048
+    jacobian_batch_tokens: int = 1024
     jacobian_chunk: int = 64
-    attention_query_chunk: int = 1024
+    chain_tokens: int | None = None
+    attention_tile_elements: int = 1 << 24
     ppl_batch_tokens: int = 16_384
     jacobian_layers: tuple[int, ...] | None = None
     usefulness_tau: float = 0.1
@@ -69,8 +75,10 @@ class AnalysisSettings:
                 object.__setattr__(self, key, tuple(_as_int(v, key) for v in value))
         for key in ("weight_eps", "attention_eps"):
             object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
-        positive = ("samples", "jacobian_samples", "attention_samples", "micro_batch", "jacobian_micro_batch",
-                    "jacobian_chunk", "attention_query_chunk", "ppl_batch_tokens")
+        positive = ("samples", "jacobian_samples", "attention_samples", "batch_tokens", "jacobian_batch_tokens",
+                    "jacobian_chunk", "attention_tile_elements", "ppl_batch_tokens")
+        if self.chain_tokens is not None and self.chain_tokens < 0:
+            raise ConfigError(f"analysis.chain_tokens must be >= 0 (0 = no batching of runs), got {self.chain_tokens}")
         for key in positive:
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"analysis.{key} must be >= 1, got {getattr(self, key)}")
@@ -93,6 +101,21 @@ class AnalysisSettings:
         if self.usefulness_tau < 0:
             raise ConfigError(f"analysis.usefulness_tau must be >= 0, got {self.usefulness_tau}")
 
+    @property
+    def micro_batch(self) -> int:
+        """ANALYSIS_SET windows per forward (M4-M6, M10)."""
+        return max(1, self.batch_tokens // self.window)
+
+    @property
+    def jacobian_micro_batch(self) -> int:
+        return max(1, self.jacobian_batch_tokens // self.window)
+
+    def chain_tokens_for(self, device_type: str) -> int:
+        """chain_tokens, or its device default when unset."""
+        if self.chain_tokens is not None:
+            return self.chain_tokens
+        return CPU_CHAIN_TOKENS if device_type == "cpu" else GPU_CHAIN_TOKENS
+
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
@@ -111,7 +134,8 @@ class AnalysisSettings:
 
 
 _INT_KEYS = ("seed", "window", "samples", "jacobian_samples", "attention_samples", "ppl_tokens", "ppl_seq_len",
-             "micro_batch", "jacobian_micro_batch", "jacobian_chunk", "attention_query_chunk", "ppl_batch_tokens")
+             "batch_tokens", "jacobian_batch_tokens", "jacobian_chunk", "chain_tokens", "attention_tile_elements",
+             "ppl_batch_tokens")
 
 
 def _as_int(value: Any, key: str) -> int:

@@ -10,7 +10,8 @@ Shapes: B windows, T positions, d width; x_l (B, T, d) is the input of block l, 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,70 @@ def residual_states(
     return states
 
 
+@dataclass
+class Chain:
+    """One intervened forward: start state x (B, T, d), then `blocks` in order; `offset` = the depth position of
+    its first block (chains that apply the same module at the same position can share one batched call)."""
+
+    x: torch.Tensor
+    blocks: Sequence[nn.Module]
+    offset: int = 0
+
+
+def run_chains(
+    model: Transformer,
+    chains: Sequence[Chain],
+    ctx: ForwardContext,
+    max_tokens: int = 0,
+    on_step: Callable[[int, int, torch.Tensor, torch.Tensor], None] | None = None,
+    on_done: Callable[[int, torch.Tensor], None] | None = None,
+) -> None:
+    """Evaluate every chain depth-position by depth-position; on_done(chain index, final state) as each ends.
+
+    Chains are taken in order in groups of at most `max_tokens` tokens (at least one chain per group; 0 = one
+    chain at a time). Within a group, at each depth position the chains whose next block is the same module
+    are concatenated along the batch axis and run as one call of `model.run_blocks`: blocks treat sequences
+    independently (attention within a window, token-wise dropless MoE), so this is the same computation in
+    fewer, larger kernels. on_step(chain index, step within the chain, block input, block output) sees
+    every block application. Memory: the states of one group (≈ max_tokens·d) plus one batched block call.
+    """
+    groups: list[list[int]] = []
+    tokens = 0
+    for c, chain in enumerate(chains):
+        n = chain.x.shape[0] * chain.x.shape[1]
+        if not groups or tokens + n > max_tokens:
+            groups.append([])
+            tokens = 0
+        groups[-1].append(c)
+        tokens += n
+    for group in groups:
+        states = {c: chains[c].x for c in group}
+        first = min(chains[c].offset for c in group)
+        last = max(chains[c].offset + len(chains[c].blocks) for c in group)
+        for pos in range(first, last):
+            buckets: dict[int, list[int]] = {}
+            for c in group:
+                k = pos - chains[c].offset
+                if 0 <= k < len(chains[c].blocks):
+                    buckets.setdefault(id(chains[c].blocks[k]), []).append(c)
+            for members in buckets.values():
+                block = chains[members[0]].blocks[pos - chains[members[0]].offset]
+                x_in = [states[c] for c in members]
+                out = model.run_blocks(torch.cat(x_in) if len(x_in) > 1 else x_in[0], [block], ctx)
+                for c, xi, xo in zip(members, x_in, out.split([x.shape[0] for x in x_in])):
+                    if on_step is not None:
+                        on_step(c, pos - chains[c].offset, xi, xo)
+                    if pos == chains[c].offset + len(chains[c].blocks) - 1:  # the chain's last block
+                        del states[c]
+                        if on_done is not None:
+                            on_done(c, xo)
+                    else:
+                        states[c] = xo
+        for c in list(states):  # chains without blocks
+            if on_done is not None:
+                on_done(c, states.pop(c))
+
+
 def ce_sum(model: Transformer, x_last: torch.Tensor, idx: torch.Tensor) -> tuple[float, int]:
     """(Σ next-token cross-entropy, #targets) of windows idx (B, T) given the last residual state (B, T, d).
 
@@ -55,7 +120,7 @@ def ce_sum(model: Transformer, x_last: torch.Tensor, idx: torch.Tensor) -> tuple
     logits = model.head(x_last)[:, :-1]
     targets = idx[:, 1:].to(logits.device)
     loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
-    return float(loss), targets.numel()
+    return float(loss.detach()), targets.numel()
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..model.transformer import AffineBlock, Transformer
 from .results import MetricResult
-from .states import autocast, ce_sum, micro_batches, model_device, residual_states
+from .states import Chain, autocast, ce_sum, micro_batches, model_device, residual_states, run_chains
 
 RIDGE = 1e-8
 
@@ -61,7 +61,7 @@ def solve_affine(Sxx: torch.Tensor, Sxy: torch.Tensor, mean_x: torch.Tensor, mea
 
 
 class _ShiftedMoments:
-    """Running Σ(x−K), Σ(x−K)ᵀ(x−K), Σ(x−K)ᵀ(y−K_y) in float64 with K fixed from the first batch (stable)."""
+    """Running Σ(x−K), Σ(x−K)ᵀ(x−K), Σ(x−K)ᵀ(y−K_y) in float64; shifts K from the first batch (stability)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -115,31 +115,37 @@ def replacement_losses(
     variants: tuple[bool, ...] = (False,),
     micro_batch: int = 2,
     bf16: bool = False,
+    chain_tokens: int = 4096,
     progress: bool = False,
 ) -> tuple[float, dict[bool, np.ndarray]]:
-    """(ℓ_0, {transpose_bug: ℓ^lin (L,)}) on windows (in-sample), restarting each replacement from the cached x_l."""
+    """(ℓ_0, {transpose_bug: ℓ^lin (L,)}) on windows (in-sample).
+
+    Each replaced run restarts from the cached x_l; runs share batched calls of the blocks after their
+    replacement (`states.run_chains`, at most `chain_tokens` tokens at once).
+    """
     device = model_device(model)
     blocks = list(model.blocks)
     L = len(blocks)
     dtype = next(model.parameters()).dtype
     replacements = {v: [f.block(v, dtype).to(device) for f in fits] for v in variants}
+    runs = [(v, layer) for v in variants for layer in range(L)]
     base, count = 0.0, 0
     sums = {v: np.zeros(L) for v in variants}
-    n_mb = -(-windows.shape[0] // micro_batch)
-    bar = tqdm(total=n_mb * L * len(variants), desc="usefulness loss", disable=not progress)
     with autocast(device, bf16):
-        for idx in micro_batches(windows, micro_batch):
+        for idx in tqdm(list(micro_batches(windows, micro_batch)), desc="usefulness loss", disable=not progress):
             idx = idx.to(device)
             ctx = model.context(idx.shape[1], device)
             xs = residual_states(model, model.embed(idx), blocks, ctx)
             s, n = ce_sum(model, xs[-1], idx)
             base, count = base + s, count + n
-            for v in variants:
-                for layer in range(L):
-                    x_last = model.run_blocks(xs[layer], [replacements[v][layer], *blocks[layer + 1 :]], ctx)
-                    sums[v][layer] += ce_sum(model, x_last, idx)[0]
-                    bar.update()
-    bar.close()
+
+            def on_done(c: int, x_last: torch.Tensor) -> None:
+                v, layer = runs[c]
+                sums[v][layer] += ce_sum(model, x_last, idx)[0]
+
+            chains = [Chain(xs[layer], [replacements[v][layer], *blocks[layer + 1 :]], offset=layer)
+                      for v, layer in runs]
+            run_chains(model, chains, ctx, chain_tokens, on_done=on_done)
     return base / count, {v: sums[v] / count for v in variants}
 
 
@@ -163,13 +169,14 @@ def compute_usefulness(
     bf16: bool = False,
     tau: float = 0.1,
     transpose_bug: bool = True,
+    chain_tokens: int = 4096,
     progress: bool = False,
 ) -> MetricResult:
     """M6 on ANALYSIS_SET windows (N, T). Primary fields use x W + b; with transpose_bug also the D1 variant
     (fields suffixed `_transpose_bug`, table rows with variant = "transpose_bug")."""
     fits = fit_block_maps(model, windows, micro_batch, bf16, progress)
     variants = (False, True) if transpose_bug else (False,)
-    l0, lin = replacement_losses(model, windows, fits, variants, micro_batch, bf16, progress)
+    l0, lin = replacement_losses(model, windows, fits, variants, micro_batch, bf16, chain_tokens, progress)
     rows = []
     scalars: dict = {"baseline_loss": l0, "tau": tau, "n_windows": int(windows.shape[0]),
                      "window": int(windows.shape[1]), "ridge_layers": [i for i, f in enumerate(fits) if f.ridge]}

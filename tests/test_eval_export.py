@@ -1,0 +1,80 @@
+"""`sparsecod export-hf` (issue 5): a transformers-loadable LlamaForCausalLM directory with identical logits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from _eval_testutil import GQA, MOE, NEOX, needs_neox, save_run
+from sparsecod.cli import main
+from sparsecod.evaluation.export_hf import ExportError, export_hf
+from sparsecod.model import load_model
+
+pytestmark = needs_neox
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    save_run(root / "run", GQA, seq_len=64)
+    assert main(["export-hf", str(root / "run"), str(root / "hf")]) == 0
+    return root
+
+
+def test_config_and_files(exported) -> None:
+    out = exported / "hf"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json",
+        "tokenizer.json", "tokenizer_config.json"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForCausalLM"]
+    assert (cfg["rope_theta"], cfg["rms_norm_eps"], cfg["num_key_value_heads"], cfg["num_attention_heads"]) == (
+        5000.0, 1e-6, 2, 4)
+    assert cfg["vocab_size"] == 50304 and cfg["tie_word_embeddings"] is False
+    assert cfg["attention_bias"] is False and cfg["mlp_bias"] is False
+    assert cfg["max_position_embeddings"] == 64 and cfg["eos_token_id"] == 50279
+    assert (out / "tokenizer.json").read_bytes() == NEOX.read_bytes()
+
+
+def test_transformers_logits_equal_ours(exported) -> None:
+    ours = load_model(exported / "run" / "model")
+    hf = transformers.LlamaForCausalLM.from_pretrained(exported / "hf", dtype=torch.float32).eval()
+    assert hf.config.rope_parameters["rope_theta"] == 5000.0 and hf.config.num_key_value_heads == 2
+    idx = torch.randint(0, 50280, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = ours(idx).logits
+        got = hf(input_ids=idx).logits
+    assert got.shape == want.shape == (2, 40, 50304)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    assert want.std() > 0.5  # not trivially small logits
+
+
+def test_tokenizer_loads_with_autotokenizer(exported) -> None:
+    tok = transformers.AutoTokenizer.from_pretrained(exported / "hf")
+    assert tok("Hello world")["input_ids"] == [12092, 1533]
+    assert tok.eos_token == "<|endoftext|>" and tok.eos_token_id == 50279
+    assert tok.pad_token_id == 1 and tok.bos_token is None
+    assert tok.decode([12092, 1533]) == "Hello world"
+
+
+def test_export_does_not_import_transformers(exported, tmp_path) -> None:
+    code = ("import sys; from sparsecod.evaluation.export_hf import export_hf; "
+            f"export_hf({str(exported / 'run' / 'model')!r}, {str(tmp_path / 'hf')!r}); "
+            "assert 'transformers' not in sys.modules, 'transformers was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (exported / "hf" / "model.safetensors").read_bytes()
+
+
+def test_moe_is_refused(tmp_path, capsys) -> None:
+    save_run(tmp_path / "moe", MOE, seq_len=None)
+    with pytest.raises(ExportError, match="MoE.*dense models only"):
+        export_hf(tmp_path / "moe", tmp_path / "out")
+    assert main(["export-hf", str(tmp_path / "moe" / "model"), str(tmp_path / "out")]) == 2
+    assert "dense models only" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

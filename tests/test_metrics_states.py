@@ -1,0 +1,49 @@
+"""Shared forward helpers of the metric suite: residual states, losses, batched intervention runs (issue 4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _metrics_testutil import DENSE, MOE, one_thread, tiny_model, tokens  # noqa: F401
+from sparsecod.metrics.states import Chain, ce_sum, residual_states, run_chains
+
+
+def test_residual_states_are_the_captured_block_inputs_and_outputs() -> None:
+    model = tiny_model(DENSE)
+    idx = tokens(2, 7)
+    with torch.no_grad():
+        ctx = model.context(7, torch.device("cpu"), capture=True)
+        model.run_blocks(model.embed(idx), model.blocks, ctx)
+        xs = residual_states(model, model.embed(idx), model.blocks, model.context(7, torch.device("cpu")))
+    assert len(xs) == DENSE.n_layers + 1
+    for layer, trace in enumerate(ctx.traces):
+        torch.testing.assert_close(xs[layer], trace.input)
+        torch.testing.assert_close(xs[layer + 1], trace.output)
+    s, n = ce_sum(model, xs[-1], idx)
+    with torch.no_grad():
+        logits = model(idx).logits
+    ref = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), idx[:, 1:].flatten(), reduction="sum")
+    assert n == 2 * 6 and s == pytest.approx(ref.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [DENSE, MOE], ids=["dense", "moe"])
+@pytest.mark.parametrize("max_tokens", [0, 20, 10_000])
+def test_run_chains_equals_running_each_chain_alone(cfg, max_tokens) -> None:
+    model = tiny_model(cfg, scale=2.0)
+    b = list(model.blocks)
+    ctx = model.context(5, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    chains = [
+        Chain(torch.randn(2, 5, cfg.d_model, generator=g), [b[1], b[2], b[3]], offset=1),
+        Chain(torch.randn(1, 5, cfg.d_model, generator=g), [b[3], b[2], b[1], b[0]], offset=0),
+        Chain(torch.randn(3, 5, cfg.d_model, generator=g), [b[2], b[3]], offset=2),
+        Chain(torch.randn(2, 5, cfg.d_model, generator=g), [], offset=4),
+    ]
+    done, steps = {}, []
+    with torch.no_grad():
+        run_chains(model, chains, ctx, max_tokens, on_step=lambda c, k, xi, xo: steps.append((c, k)),
+                   on_done=lambda c, x: done.__setitem__(c, x))
+        for c, chain in enumerate(chains):
+            torch.testing.assert_close(done[c], model.run_blocks(chain.x, chain.blocks, ctx), rtol=1e-5, atol=1e-6)
+    assert sorted(steps) == [(c, k) for c, chain in enumerate(chains) for k in range(len(chain.blocks))]
