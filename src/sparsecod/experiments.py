@@ -196,6 +196,12 @@ class Registry:
             return self._alias_specs[run_id]
         return self.runs[self.canonical(run_id)]
 
+    def analyses(self, run_id: str) -> list[str]:
+        """Metric families computed on a trained run: the union over the run and its aliases, in config order."""
+        canonical = self.canonical(run_id)
+        ids = [canonical] + [a for a, c in self.aliases.items() if c == canonical]
+        return list(dict.fromkeys(m for i in ids for m in self.spec(i).analyses))
+
     def all_ids(self) -> list[str]:
         """Every paper run id (aliases included), in group order; sweep points excluded."""
         return [r for g in GROUPS for r in self.group_runs[g]]

@@ -1,14 +1,6 @@
 # Trained model + held-out shard -> layer metrics M3-M11 (spec §2). Paper scale: one restartable job per metric
 # family; small scales (analysis.one_job_per_run) compute a run's whole suite in one process.
 
-ANALYSIS_SETTINGS = json.dumps({k: v for k, v in config["analysis"].items() if k != "one_job_per_run"})
-
-
-def _analysis_resources(kind):
-    gpus = RES["analysis_gpus"]
-    return {"gpu": gpus, "runtime": RES["analysis_runtime"], "mem_mb": RES["train_mem_mb"]}[kind]
-
-
 if config["analysis"].get("one_job_per_run"):
 
     rule analyze_run:
@@ -18,8 +10,10 @@ if config["analysis"].get("one_job_per_run"):
         output:
             f"{RESULTS}/runs/{{run}}/analysis/suite.json",
         params:
-            run_dir=f"{RESULTS}/runs/{{run}}",
-            metrics=lambda w: ",".join(REG.spec(w.run).analyses),
+            run_dir=lambda w, input: str(Path(input.model).parent.parent),
+            data=lambda w, input: str(Path(input.data).parent),
+            cli=SPARSECOD,
+            metrics=lambda w: ",".join(REG.analyses(w.run)),
             settings=ANALYSIS_SETTINGS,
         log:
             f"{RESULTS}/logs/analyze/{{run}}.log",
@@ -27,13 +21,13 @@ if config["analysis"].get("one_job_per_run"):
             f"{RESULTS}/benchmarks/analyze/{{run}}.tsv"
         threads: RES.get("threads", 1)
         resources:
-            gpu=_analysis_resources("gpu"),
-            runtime=_analysis_resources("runtime"),
-            mem_mb=_analysis_resources("mem_mb"),
+            gpu=RES["analysis_gpus"],
+            runtime=RES["analysis_runtime"],
+            mem_mb=RES["train_mem_mb"],
         conda:
             "../../envs/train.yaml"
         shell:
-            "OMP_NUM_THREADS={threads} {SPARSECOD} analyze {params.run_dir} --metric {params.metrics} --heldout {DATA}"
+            "OMP_NUM_THREADS={threads} {params.cli} analyze {params.run_dir} --metric {params.metrics} --heldout {params.data}"
             " --settings-json {params.settings:q} --suite-out {output} > {log} 2>&1"
 
 else:
@@ -45,7 +39,9 @@ else:
         output:
             f"{RESULTS}/runs/{{run}}/analysis/{{metric}}.json",
         params:
-            run_dir=f"{RESULTS}/runs/{{run}}",
+            run_dir=lambda w, input: str(Path(input.model).parent.parent),
+            data=lambda w, input: str(Path(input.data).parent),
+            cli=SPARSECOD,
             settings=ANALYSIS_SETTINGS,
         log:
             f"{RESULTS}/logs/analyze/{{run}}.{{metric}}.log",
@@ -53,11 +49,11 @@ else:
             f"{RESULTS}/benchmarks/analyze/{{run}}.{{metric}}.tsv"
         threads: RES.get("threads", 1)
         resources:
-            gpu=_analysis_resources("gpu"),
-            runtime=_analysis_resources("runtime"),
-            mem_mb=_analysis_resources("mem_mb"),
+            gpu=RES["analysis_gpus"],
+            runtime=RES["analysis_runtime"],
+            mem_mb=RES["train_mem_mb"],
         conda:
             "../../envs/train.yaml"
         shell:
-            "OMP_NUM_THREADS={threads} {SPARSECOD} analyze {params.run_dir} --metric {wildcards.metric} --heldout {DATA}"
+            "OMP_NUM_THREADS={threads} {params.cli} analyze {params.run_dir} --metric {wildcards.metric} --heldout {params.data}"
             " --settings-json {params.settings:q} > {log} 2>&1"

@@ -24,6 +24,8 @@ REG = Registry(config)
 RESULTS = str(REG.results)
 DATA = str(REG.data_dir())
 RES = config["resources"]
+# analysis settings handed to `sparsecod analyze` (the job-layout switch stays in the workflow)
+ANALYSIS_SETTINGS = json.dumps({k: v for k, v in config["analysis"].items() if k != "one_job_per_run"})
 # Every rule runs the package from this checkout, whether it is pip-installed, in a conda env or neither.
 SPARSECOD = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m sparsecod"
 
@@ -65,13 +67,13 @@ def train_outputs(run_id):
 
 def analysis_outputs(run_id):
     """Analysis files of a paper run: one per metric family, or the per-run suite marker at small scales."""
-    spec = REG.spec(run_id)
-    if not spec.analyses:
+    analyses = REG.spec(run_id).analyses
+    if not analyses:
         return []
     d = run_dir(run_id)
     if config["analysis"].get("one_job_per_run"):
         return [f"{d}/analysis/suite.json"]
-    return [f"{d}/analysis/{m}.json" for m in spec.analyses]
+    return [f"{d}/analysis/{m}.json" for m in analyses]
 
 
 def eval_outputs(run_id):

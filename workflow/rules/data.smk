@@ -6,7 +6,8 @@ rule tokenize:
         meta=f"{DATA}/meta.json",
     params:
         data=json.dumps({k: v for k, v in config["data"].items() if k != "id"}),
-        out=DATA,
+        out=lambda w, output: str(Path(output.meta).parent),
+        cli=SPARSECOD,
     log:
         f"{RESULTS}/logs/tokenize.log",
     benchmark:
@@ -18,4 +19,4 @@ rule tokenize:
     conda:
         "../../envs/analysis.yaml"
     shell:
-        "{SPARSECOD} tokenize --data-json {params.data:q} --out {params.out} --workers {threads} > {log} 2>&1"
+        "{params.cli} tokenize --data-json {params.data:q} --out {params.out} --workers {threads} > {log} 2>&1"

@@ -1,6 +1,5 @@
 # Trained model -> zero-shot downstream accuracy with the stock lm-eval tasks (spec M12).
 
-EVAL = config["evaluation"]
 
 
 rule evaluate:
@@ -10,11 +9,13 @@ rule evaluate:
         harness=f"{RESULTS}/runs/{{run}}/eval/lm_eval.json",
         headline=f"{RESULTS}/runs/{{run}}/eval/downstream.csv",
     params:
-        run_dir=f"{RESULTS}/runs/{{run}}",
-        tasks=",".join(EVAL["tasks"]),
-        limit=f"--limit {EVAL['limit']}" if EVAL.get("limit") else "",
-        data=f"--eval-data {EVAL['data_dir']}" if EVAL.get("data_dir") else "",
-        batch=EVAL.get("batch_size", 32),
+        run_dir=lambda w, input: str(Path(input.model).parent.parent),
+        cli=SPARSECOD,
+        tasks=",".join(config["evaluation"]["tasks"]),
+        limit=f"--limit {config['evaluation']['limit']}" if config["evaluation"].get("limit") else "",
+        data=f"--eval-data {config['evaluation']['data_dir']}" if config["evaluation"].get("data_dir") else "",
+        batch=config["evaluation"].get("batch_size", 32),
+        max_length=f"--max-length {config['evaluation']['max_length']}" if config["evaluation"].get("max_length") else "",
     log:
         f"{RESULTS}/logs/evaluate/{{run}}.log",
     benchmark:
@@ -27,5 +28,5 @@ rule evaluate:
     conda:
         "../../envs/train.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {SPARSECOD} evaluate {params.run_dir} --tasks {params.tasks} {params.limit} {params.data}"
-        " --batch-size {params.batch} --no-progress > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cli} evaluate {params.run_dir} --tasks {params.tasks} {params.limit} {params.data}"
+        " --batch-size {params.batch} {params.max_length} --no-progress > {log} 2>&1"

@@ -15,8 +15,12 @@ rule run_config:
         f"{RESULTS}/runs/{{run}}/run.yaml",
     params:
         spec=lambda w: repr(REG.runs[w.run]),
+    log:
+        f"{RESULTS}/logs/run_config/{{run}}.log",
     run:
-        REG.run_config(wildcards.run).save(output[0])
+        cfg = REG.run_config(wildcards.run)
+        cfg.save(output[0])
+        Path(log[0]).write_text(f"run {cfg.run_id}: lr={cfg.train.lr} steps={cfg.train.steps} vocab={cfg.model.vocab_size}\n")
 
 
 rule train:
@@ -27,7 +31,8 @@ rule train:
         summary=f"{RESULTS}/runs/{{run}}/summary.json",
         model=f"{RESULTS}/runs/{{run}}/model/config.json",
     params:
-        out=f"{RESULTS}/runs/{{run}}",
+        out=lambda w, output: str(Path(output.summary).parent),
+        cli=SPARSECOD,
     log:
         f"{RESULTS}/logs/train/{{run}}.log",
     benchmark:
@@ -42,7 +47,7 @@ rule train:
     conda:
         "../../envs/train.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} {SPARSECOD} train --config {input.config} --out {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.cli} train --config {input.config} --out {params.out} > {log} 2>&1"
 
 
 rule select_lr:
@@ -51,7 +56,10 @@ rule select_lr:
         lambda w: [f"{RESULTS}/runs/{p}/summary.json" for p in REG.sweeps[w.sweep].points],
     output:
         f"{RESULTS}/sweeps/{{sweep}}.json",
+    log:
+        f"{RESULTS}/logs/sweeps/{{sweep}}.log",
     run:
         from sparsecod.sweeps import select_best
 
-        select_best(REG.sweeps[wildcards.sweep], [Path(p) for p in input], Path(output[0]))
+        best = select_best(REG.sweeps[wildcards.sweep], [Path(p) for p in input], Path(output[0]))
+        Path(log[0]).write_text(f"sweep {best['sweep']}: best lr {best['best_lr']} ({best['best_run']})\n")

@@ -1,0 +1,131 @@
+"""The Snakemake workflow (issue 6): plans for every scale, targeted groups, config errors before any job, the smoke DAG."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run snakemake from the repository root with this interpreter's environment first on PATH."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    block = output.split("Job stats:")[1].split("\n\n")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+(\d+)$", block, re.M) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def paper_plan(tmp_path_factory) -> dict[str, int]:
+    out = tmp_path_factory.mktemp("paper")
+    result = snakemake("-n", "all", "--config", f"results={out}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return job_counts(result.stdout)
+
+
+def test_paper_plan_lists_every_paper_run(paper_plan: dict[str, int]) -> None:
+    # 31 trained paper runs (33 ids minus the aliases gqa-G1, dense-1B) + 20 LR-sweep points (spec Q1)
+    assert paper_plan["train"] == 51
+    assert paper_plan["run_config"] == 51
+    assert paper_plan["select_lr"] == 6
+    assert paper_plan["evaluate"] == 13  # E1 (4) + E6 (9)
+    # one job per metric family at paper scale: E1 4×5, E2 5×5, E3 6×5, E4 2×4, E5 3×4, E6 9×2 (seq-4096 serves E3-E5)
+    assert paper_plan["analyze"] == 20 + 25 + 30 + 8 + 12 + 18
+    assert paper_plan["tokenize"] == 1 and paper_plan["collect"] == 1
+
+
+@pytest.mark.parametrize("config", ["config/smoke.yaml", "config/mini.yaml"])
+def test_small_scales_plan_the_same_runs(config: str, tmp_path: Path) -> None:
+    result = snakemake("-n", "all", "--configfile", config, "--config", f"results={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = job_counts(result.stdout)
+    trained = 31 + {"config/smoke.yaml": 12, "config/mini.yaml": 18}[config]  # sweeps: 2 / 3 grid points each
+    assert counts["train"] == trained
+    assert counts["analyze_run"] == 29  # one analysis job per trained paper run that has analyses
+    assert counts["evaluate"] == 13
+
+
+def test_group_target_builds_only_its_runs(tmp_path: Path) -> None:
+    result = snakemake("-n", "weight_decay", "--config", f"results={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    trained = set(re.findall(r"wildcards: run=([^,\s]+)", result.stdout))
+    assert trained == {"wd-0", "wd-0.01", "wd-0.1", "wd-1.0", "wd-3.0", "gqa-G1@lr4e-4", "gqa-G1@lr6e-4",
+                       "gqa-G1@lr1e-3"}  # the λ runs and the sweep that sets their LR
+    assert "rule evaluate" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["data"].update(bogus=1), "bogus"),
+        (lambda c: c["models"]["gqa-G4"].update(n_kv_heads=3), "n_kv_heads=3"),
+        (lambda c: c["models"]["moe-7BA1B"]["moe"].update(top_k=17), "top_k=17"),
+        (lambda c: c["data"].update(corpus="no/such/*.parquet"), "data.corpus"),
+        (lambda c: c["evaluation"].update(data_dir="no/such/dir"), "evaluation.data_dir"),
+    ],
+)
+def test_config_errors_stop_before_any_job(edit, message: str, tmp_path: Path) -> None:
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    edit(config)
+    config["results"] = str(tmp_path / "results")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "all", "--configfile", str(tmp_path / "bad.yaml"))
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
+def test_envs_pin_what_pyproject_pins() -> None:
+    import tomllib
+
+    import yaml
+
+    pins = {}
+    for req in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        name, version = req.split("==")
+        pins[name.lower().replace("_", "-")] = version
+    for env in (ROOT / "envs").glob("*.yaml"):
+        pip = next(d["pip"] for d in yaml.safe_load(env.read_text())["dependencies"] if isinstance(d, dict))
+        for req in pip:
+            name, version = req.split("==")
+            assert pins[name.lower().replace("_", "-")] == version, f"{env.name}: {req}"
+
+
+@pytest.mark.integration
+def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> None:
+    """`snakemake --profile local all` at smoke scale, offline, in a fresh results directory (issue 6 'done when')."""
+    results = tmp_path / "results"
+    first = snakemake("--profile", "local", "all", "--config", f"results={results}", timeout=40 * 60)
+    assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-5000:]
+    summary = pd.read_parquet(results / "summary.parquet")
+    from sparsecod.experiments import GROUPS, load_registry
+
+    reg = load_registry(ROOT / "config" / "smoke.yaml")
+    assert set(summary.run_id) == set(reg.all_ids())
+    assert set(summary.group) == set(GROUPS)
+    for run_id in reg.all_ids():
+        rows = summary[summary.run_id == run_id]
+        assert (rows.source == "train").any(), run_id
+        for family in reg.analyses(run_id):
+            if family in reg.spec(run_id).analyses:
+                assert (rows.source == family).any(), (run_id, family)
+        if reg.spec(run_id).evaluate:
+            assert set(rows[rows.source == "eval"].metric) >= {"arc_easy.acc_norm", "hellaswag.acc_norm", "mmlu.acc"}
+    for sweep in reg.sweeps:
+        assert (results / "sweeps" / f"{sweep}.json").is_file()
+    second = snakemake("--profile", "local", "all", "--config", f"results={results}", "-n")
+    assert second.returncode == 0 and "Nothing to be done" in second.stdout, second.stdout[-3000:]
