@@ -10,7 +10,7 @@ import time
 import pytest
 from _data_testutil import NEOX, needs_neox, synthetic_docs
 
-from sparsecod.data.atomic import file_sha256
+from sparsecod.fileio import file_sha256
 from sparsecod.data.network import OfflineError
 from sparsecod.data.tokenizer import (
     EOS_TOKEN,

@@ -129,7 +129,7 @@ def _analyze(sub: argparse._SubParsersAction) -> None:
         import logging
         from pathlib import Path
 
-        from .data.atomic import write_json_atomic
+        from .fileio import write_json_atomic
         from .metrics.runner import analyze
         from .metrics.settings import AnalysisSettings, read_settings_file
         from .model.config import ConfigError

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .experiments import Registry
+from .fileio import write_parquet_atomic
 
 COLUMNS = ["run_id", "trained_as", "group", "scale", "source", "metric", "value"]
 
@@ -72,11 +71,7 @@ def build_summary(reg: Registry) -> pd.DataFrame:
 def collect(reg: Registry, out: Path, log: Path | None = None) -> pd.DataFrame:
     """Write `build_summary(reg)` to `out` atomically; a line per run goes to `log`."""
     table = build_summary(reg)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".parquet")
-    os.close(fd)
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+    write_parquet_atomic(out, table)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         counts = table.groupby("run_id").size() if not table.empty else {}

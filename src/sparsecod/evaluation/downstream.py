@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..data.atomic import write_bytes_atomic
+from ..fileio import write_bytes_atomic
 from .checkpoint import resolve_model_dir
 from .tasks import DEFAULT_TASKS, GROUP_PREFIX, hf_offline, require_hub, resolve_data_dir, write_offline_groups
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
+from ..fileio import replace_dir_atomic
 from ..model.config import ModelConfig
 from ..model.io import read_model_config
 from .checkpoint import resolve_model_dir, training_seq_len
@@ -141,9 +141,7 @@ def export_hf(source: str | os.PathLike, out_dir: str | os.PathLike, max_positio
 
     state = llama_state_dict(load_file(str(model_dir / "model.safetensors")), cfg)
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replace_dir_atomic(out) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         texts = {
             "config.json": llama_config(cfg, eos_id, pad_id, max_positions),
@@ -154,11 +152,4 @@ def export_hf(source: str | os.PathLike, out_dir: str | os.PathLike, max_positio
         for name, obj in texts.items():
             (tmp / name).write_text(json.dumps(obj, indent=2) + "\n")
         shutil.copyfile(tok_file, tmp / "tokenizer.json")
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

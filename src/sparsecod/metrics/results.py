@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.atomic import write_bytes_atomic, write_json_atomic
+from ..fileio import write_bytes_atomic, write_json_atomic, write_parquet_atomic
 
 
 @dataclass
@@ -54,13 +54,9 @@ def write_result(analysis_dir: str | os.PathLike, name: str, result: MetricResul
         files[key] = path.name
         written.append(path)
     if result.table is not None:
-        buf = io.BytesIO()
-        result.table.to_parquet(buf, index=False)
-        path = write_bytes_atomic(out / f"{name}.parquet", buf.getvalue())
+        path = write_parquet_atomic(out / f"{name}.parquet", result.table)
         files["table"] = path.name
         written.append(path)
     doc = {"metric": name, **meta, **result.scalars, "files": files}
     written.append(write_json_atomic(out / f"{name}.json", _clean(doc)))
-    for path in written:
-        path.chmod(0o644)  # mkstemp creates 0600; results are shared
     return written

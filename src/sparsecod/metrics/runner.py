@@ -87,7 +87,7 @@ class Analysis:
     @cached_property
     def tokens(self) -> np.ndarray:
         """The held-out stream, after checking that the shard's tokenizer is the model's."""
-        from ..data.atomic import file_sha256
+        from ..fileio import file_sha256
         from ..data.shards import read_meta
 
         meta = read_meta(self.heldout)

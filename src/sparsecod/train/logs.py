@@ -9,29 +9,16 @@ of an uninterrupted run. At the end of a run `consolidate` writes `<run_dir>/<na
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from ..fileio import write_parquet_atomic
+
 PARTS_DIR = "log_parts"
 LOG_NAMES = ("train_log", "variance_log", "kurtosis_log", "val_log")
 _PART = re.compile(r"part-(\d+)\.parquet$")
-
-
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LogWriter:
@@ -52,7 +39,7 @@ class LogWriter:
         if not self.rows:
             return None
         path = self.dir / f"part-{self._next_seq():06d}.parquet"
-        _atomic_parquet(pd.DataFrame(self.rows), path)
+        write_parquet_atomic(path, pd.DataFrame(self.rows))
         self.rows = []
         return path
 
@@ -103,5 +90,5 @@ def consolidate(run_dir: str | Path, name: str, max_step: int, columns: list[str
     else:
         df = df[df["step"] <= max_step].reset_index(drop=True)
     path = run_dir / f"{name}.parquet"
-    _atomic_parquet(df, path)
+    write_parquet_atomic(path, df)
     return path
