@@ -31,14 +31,8 @@ def _train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     def run(args: argparse.Namespace) -> int:
-        import logging
-
         from .train import train_run
 
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logging.getLogger("sparsecod.train").addHandler(handler)
-        logging.getLogger("sparsecod.train").setLevel(logging.INFO)
         train_run(args.config, args.out, progress_bar=not args.no_progress)
         return 0
 
@@ -66,43 +60,30 @@ def _tokenize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     def run(args: argparse.Namespace) -> int:
-        import json
-        import logging
         from pathlib import Path
 
         import yaml
 
         from .data.config import DataConfig
-        from .data.network import OfflineError
         from .data.shards import build_shards
         from .model.config import ConfigError
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         section: dict = {}
-        try:
-            if args.config and args.data_json:
-                raise ConfigError("give either --config or --data-json, not both")
-            if args.config:
-                doc = yaml.safe_load(Path(args.config).read_text())
-                if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
-                    raise ConfigError(f"{args.config} has no top-level `data:` mapping")
-                section = dict(doc["data"])
-            if args.data_json:
-                try:
-                    section = json.loads(args.data_json)
-                except json.JSONDecodeError as err:
-                    raise ConfigError(f"--data-json is not valid JSON ({err})") from None
-                if not isinstance(section, dict):
-                    raise ConfigError(f"--data-json must be a JSON mapping of data config keys, got {args.data_json!r}")
-            for key in ("corpus", "text_field", "tokenizer", "train_tokens", "heldout_tokens", "heldout_fraction",
-                        "workers", "max_chars", "bpe_chars"):
-                if getattr(args, key) is not None:
-                    section[key] = getattr(args, key)
-            result = build_shards(DataConfig.from_dict(section), args.out, cache_dir=args.cache_dir,
-                                  progress=not args.no_progress)
-        except (ConfigError, OfflineError, FileNotFoundError) as err:
-            print(f"sparsecod tokenize: error: {err}", file=sys.stderr)
-            return 2
+        if args.config and args.data_json:
+            raise ConfigError("give either --config or --data-json, not both")
+        if args.config:
+            doc = yaml.safe_load(Path(args.config).read_text())
+            if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
+                raise ConfigError(f"{args.config} has no top-level `data:` mapping")
+            section = dict(doc["data"])
+        if args.data_json:
+            section = _json_mapping(args.data_json, "--data-json")
+        for key in ("corpus", "text_field", "tokenizer", "train_tokens", "heldout_tokens", "heldout_fraction",
+                    "workers", "max_chars", "bpe_chars"):
+            if getattr(args, key) is not None:
+                section[key] = getattr(args, key)
+        result = build_shards(DataConfig.from_dict(section), args.out, cache_dir=args.cache_dir,
+                              progress=not args.no_progress)
         print(result.summary())
         return 0
 
@@ -125,36 +106,18 @@ def _analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bars")
 
     def run(args: argparse.Namespace) -> int:
-        import json
-        import logging
-        from pathlib import Path
-
         from .fileio import write_json_atomic
         from .metrics.runner import analyze
         from .metrics.settings import AnalysisSettings, read_settings_file
-        from .model.config import ConfigError
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-        try:
-            mapping, workflow = read_settings_file(args.config) if args.config else ({}, None)
-            if args.settings_json:
-                try:
-                    extra = json.loads(args.settings_json)
-                except json.JSONDecodeError as err:
-                    raise ConfigError(f"--settings-json is not valid JSON ({err})") from None
-                if not isinstance(extra, dict):
-                    raise ConfigError("--settings-json must be a JSON mapping of analysis settings")
-                mapping.update(extra)
-            settings = AnalysisSettings.from_mapping(mapping)
-            files = analyze(args.run_dir, args.metric, args.heldout, settings, workflow, bf16=args.bf16,
-                            device=args.device, progress=not args.no_progress)
-        except (ConfigError, FileNotFoundError, ValueError) as err:
-            print(f"sparsecod analyze: error: {err}", file=sys.stderr)
-            return 2
+        mapping, workflow = read_settings_file(args.config) if args.config else ({}, None)
+        if args.settings_json:
+            mapping.update(_json_mapping(args.settings_json, "--settings-json"))
+        settings = AnalysisSettings.from_mapping(mapping)
+        files = analyze(args.run_dir, args.metric, args.heldout, settings, workflow, bf16=args.bf16,
+                        device=args.device, progress=not args.no_progress)
         if args.suite_out:
-            out = Path(args.suite_out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out, {"run_dir": str(args.run_dir), "metrics": list(files),
+            write_json_atomic(args.suite_out, {"run_dir": str(args.run_dir), "metrics": list(files),
                                     "files": {m: [p.name for p in paths] for m, paths in files.items()}})
         return 0
 
@@ -182,20 +145,12 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     def run(args: argparse.Namespace) -> int:
-        import logging
-
-        from .data.network import OfflineError
         from .evaluation.downstream import evaluate_run
 
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         limit = None if args.limit is None else int(args.limit) if args.limit >= 1 else args.limit
-        try:
-            table = evaluate_run(args.run_dir, args.tasks, limit=limit, data_dir=args.eval_data,
-                                 batch_size=args.batch_size, log_samples=args.log_samples, device=args.device,
-                                 dtype=args.dtype, max_length=args.max_length, progress=not args.no_progress)
-        except (OfflineError, FileNotFoundError, ValueError) as err:
-            print(f"sparsecod evaluate: error: {err}", file=sys.stderr)
-            return 2
+        table = evaluate_run(args.run_dir, args.tasks, limit=limit, data_dir=args.eval_data,
+                             batch_size=args.batch_size, log_samples=args.log_samples, device=args.device,
+                             dtype=args.dtype, max_length=args.max_length, progress=not args.no_progress)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         return 0
 
@@ -210,14 +165,9 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
                    help="max_position_embeddings (default: the run's training T, else 2048)")
 
     def run(args: argparse.Namespace) -> int:
-        from .evaluation.export_hf import ExportError, export_hf
+        from .evaluation.export_hf import export_hf
 
-        try:
-            out = export_hf(args.source, args.out_dir, max_positions=args.max_positions)
-        except (ExportError, FileNotFoundError) as err:
-            print(f"sparsecod export-hf: error: {err}", file=sys.stderr)
-            return 2
-        print(out)
+        print(export_hf(args.source, args.out_dir, max_positions=args.max_positions))
         return 0
 
     p.set_defaults(func=run)
@@ -234,9 +184,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _json_mapping(text: str, option: str) -> dict:
+    """Parse a JSON object given on the command line; ConfigError naming `option` otherwise."""
+    import json
+
+    from .model.config import ConfigError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{option} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a JSON mapping, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input (config values, missing files, offline hub access, unsupported models) ends
+    with one line `sparsecod <command>: error: ...` and exit code 2 instead of a traceback."""
+    import logging
+
+    from .model.config import ConfigError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ConnectionError, ValueError) as err:
+        # ConnectionError covers data.network.OfflineError; ValueError covers ExportError and bad metric names
+        print(f"sparsecod {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
