@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 
 from ..config import RunConfig, TrainConfig
+from ..fileio import write_json_atomic
 from ..model.config import ConfigError
 from ..model.io import save_model
 from ..model.transformer import Block, Transformer
@@ -65,18 +65,6 @@ log = logging.getLogger("sparsecod.train")
 
 class DivergenceWarning(UserWarning):
     """A run stopped early because its loss or gradient became non-finite or exceeded train.max_loss."""
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fingerprint(run: RunConfig) -> dict:
@@ -230,7 +218,7 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
             warnings.warn(f"train.val_tokens={cfg.val_tokens} asks for more than the {len(data.heldout_windows)} "
                           f"held-out windows of {shard_dir}; using all of them", stacklevel=2)
         if resume is None:
-            _write_json_atomic(_fingerprint(run), ckpt_dir / "fingerprint.json")
+            write_json_atomic(ckpt_dir / "fingerprint.json", _fingerprint(run), sort_keys=False, allow_nan=False)
         log.info("run %s: %s", run.run_id, f"resuming from {resume}" if resume else "starting from scratch")
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     steps_done = trainer.global_step
@@ -301,7 +289,7 @@ def _write_outputs(run, out: Path, shard_dir: Path, model, module, logs, precisi
         "world_size": world,
         "config": run.to_dict(),
     }
-    _write_json_atomic(summary, out / "summary.json")
+    write_json_atomic(out / "summary.json", summary, sort_keys=False, allow_nan=False)
     log.info(
         "run %s %s: %d steps, %d tokens, train loss %s, val loss %s, %.0f tokens/s -> %s", run.run_id, summary["status"],
         steps_done, tokens, summary["final_train_loss"], summary["final_val_loss"], summary["tokens_per_s"] or 0, out,
