@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,10 +208,6 @@ class Registry:
     def trained_ids(self) -> list[str]:
         """Ids of the training jobs: canonical runs and sweep points."""
         return list(self.runs)
-
-    def paper_runs(self) -> Iterator[RunSpec]:
-        for run_id in self.all_ids():
-            yield self.spec(run_id)
 
     def run_dir(self, run_id: str) -> Path:
         return self.results / "runs" / self.canonical(run_id)
