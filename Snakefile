@@ -2,6 +2,8 @@
 #   snakemake --profile slurm all           paper scale on a Slurm GPU cluster (config/config.yaml)
 #   snakemake --profile local all           smoke scale on this machine, offline (config/smoke.yaml)
 #   snakemake -n all                        plan only; `depth`, `gqa`, ... build one experiment group
+#   snakemake fig5 / table3 / claims        one figure, table or the claims verdict and only what it needs
+#   snakemake --report results/report.html  every figure and table with its caption
 # Rules are thin: they call the `sparsecod` CLI (src/sparsecod). Layout: workflow/rules/*.smk.
 
 from snakemake.utils import min_version
@@ -12,12 +14,16 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/collect.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

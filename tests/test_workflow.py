@@ -66,6 +66,17 @@ def test_group_target_builds_only_its_runs(tmp_path: Path) -> None:
     assert "rule evaluate" not in result.stdout
 
 
+def test_figure_target_builds_only_the_runs_it_shows(tmp_path: Path) -> None:
+    result = snakemake("-n", "fig4", "--config", f"results={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    trained = set(re.findall(r"wildcards: run=([^,\s]+)", result.stdout))
+    assert trained == {"wd-0", "wd-0.01", "wd-0.1", "wd-1.0", "wd-3.0", "gqa-G1@lr4e-4", "gqa-G1@lr6e-4",
+                       "gqa-G1@lr1e-3"}
+    counts = job_counts(result.stdout)
+    assert counts["fig4"] == 1 and counts["collect_group"] == 1
+    assert not {"fig5", "table2", "claims", "collect", "evaluate"} & set(counts)
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -127,5 +138,28 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
             assert set(rows[rows.source == "eval"].metric) >= {"arc_easy.acc_norm", "hellaswag.acc_norm", "mmlu.acc"}
     for sweep in reg.sweeps:
         assert (results / "sweeps" / f"{sweep}.json").is_file()
+    from sparsecod.plots.inventory import FIGURES, TABLES
+
+    for item in FIGURES.values():
+        for stem in item.stems:
+            assert (results / "figures" / f"{stem}.pdf").stat().st_size > 2000, stem
+            assert (results / "figures" / f"{stem}.png").stat().st_size > 2000, stem
+    for item in TABLES.values():
+        for ext in ("csv", "md", "tex"):
+            assert (results / "tables" / f"{item.stems[0]}.{ext}").is_file()
+    claims = pd.read_csv(results / "claims.csv")
+    assert len(claims) >= 10 and set(claims.verdict) <= {"reproduced", "not reproduced", "not enough runs"}
     second = snakemake("--profile", "local", "all", "--config", f"results={results}", "-n")
     assert second.returncode == 0 and "Nothing to be done" in second.stdout, second.stdout[-3000:]
+
+    before = {p.name: p.stat().st_mtime_ns for p in (results / "figures").iterdir()}
+    again = snakemake("--profile", "local", "fig5", "--forcerun", "fig5", "--config", f"results={results}")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    changed = {n for n, t in before.items() if (results / "figures" / n).stat().st_mtime_ns != t}
+    assert changed == {f"{s}.{e}" for s in FIGURES["fig5"].stems for e in ("pdf", "png")}
+    assert job_counts(again.stderr + again.stdout) == {"fig5": 1}
+
+    report = snakemake("--profile", "local", "--config", f"results={results}", "--report", str(tmp_path / "r.html"))
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "r.html").read_text(errors="replace")
+    assert "fig05a_seq_variance.png" in html and "table1_depth.md" in html and "claims.md" in html

@@ -173,7 +173,27 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_params, _train, _tokenize, _analyze, _evaluate, _export_hf]
+def _render(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="figures (fig1..fig29), tables (table1..table8) and the claims verdict (spec §4, §5)",
+                       description="Reads the tidy summaries and the per-run files of --results; writes "
+                                   "<results>/figures/<stem>.{pdf,png}, <results>/tables/<stem>.{csv,md,tex} and "
+                                   "<results>/claims.{md,csv}.")
+    p.add_argument("names", nargs="+", help="fig1 … fig29, table1 … table8, claims")
+    p.add_argument("--results", required=True, help="results directory (holds runs/)")
+    p.add_argument("--summary", nargs="+", required=True, help="summary parquet file(s) of the groups needed")
+    p.add_argument("--reference", required=True, help="directory of the paper's numbers (config/reference)")
+
+    def run(args: argparse.Namespace) -> int:
+        from .plots.render import render_items
+
+        for path in render_items(args.names, args.results, args.summary, args.reference):
+            print(path)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_params, _train, _tokenize, _analyze, _evaluate, _export_hf, _render]
 
 
 def build_parser() -> argparse.ArgumentParser:

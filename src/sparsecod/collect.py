@@ -1,7 +1,9 @@
 """Collect every scalar of every paper run into one tidy table, `results/summary.parquet` (DESIGN data flow).
 
-One row per (run, source, metric): source is `train` (summary.json), an analysis family (`causal`,
-`usefulness`, ... from analysis/<family>.json) or `eval` (lm-eval headline numbers from eval/downstream.csv).
+One row per (run, source, metric): source is `train` (summary.json), `variance` (M1 scalars of the last layer
+from variance_log.parquet: `last_layer.final`, `.final_mean` over the last 10% of logged steps, `.peak`,
+`.peak_step`, `.steps`), an analysis family (`causal`, `usefulness`, ... from analysis/<family>.json) or `eval`
+(lm-eval headline numbers from eval/downstream.csv).
 Aliases (e.g. gqa-G1 and dense-1B of seq-4096, spec §3) get their own rows with their own group and labels.
 Per-layer curves stay in the run directories (train logs, analysis parquet files) where figures read them.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,27 @@ def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
             yield from flatten(value, f"{prefix}.{key}" if prefix else str(key))
 
 
+def last_layer_variance(log: pd.DataFrame) -> dict[str, float]:
+    """M1 scalars of the last block's output x_L from a variance log (step, layer, out_var, ...)."""
+    curve = log[log["layer"] == log["layer"].max()].sort_values("step")
+    if curve.empty:
+        return {}
+    tail = curve.iloc[-max(1, len(curve) // 10):]
+    peak = curve.loc[curve["out_var"].idxmax()]
+    return {"final": float(curve["out_var"].iloc[-1]), "final_mean": float(tail["out_var"].mean()),
+            "peak": float(peak["out_var"]), "peak_step": float(peak["step"]), "steps": float(curve["step"].iloc[-1])}
+
+
 def _run_rows(run_dir: Path) -> Iterator[tuple[str, str, float]]:
     summary = run_dir / "summary.json"
     if summary.is_file():
         scalars = {k: v for k, v in json.loads(summary.read_text()).items() if k != "config"}  # run.yaml has it
         for metric, value in flatten(scalars):
             yield "train", metric, value
+    variance = run_dir / "variance_log.parquet"
+    if variance.is_file():
+        for metric, value in flatten({"last_layer": last_layer_variance(pd.read_parquet(variance))}):
+            yield "variance", metric, value
     for path in sorted((run_dir / "analysis").glob("*.json")):
         if path.stem == "suite":
             continue
@@ -49,10 +66,11 @@ def _run_rows(run_dir: Path) -> Iterator[tuple[str, str, float]]:
             yield "eval", f"{row.task}.{row.metric}", float(row.value)
 
 
-def build_summary(reg: Registry) -> pd.DataFrame:
-    """The tidy table of every paper run id (aliases included); missing files simply contribute no rows."""
+def build_summary(reg: Registry, groups: Sequence[str] | None = None) -> pd.DataFrame:
+    """The tidy table of every paper run id (aliases included) of `groups` (default: all); missing files simply
+    contribute no rows."""
     rows: list[dict[str, Any]] = []
-    for run_id in reg.all_ids():
+    for run_id in reg.all_ids() if groups is None else [r for g in groups for r in reg.group_runs[g]]:
         spec = reg.spec(run_id)
         base = {"run_id": run_id, "trained_as": reg.canonical(run_id), "group": spec.group, "scale": reg.config.get("scale")}
         labels = {f"label_{k}": v for k, v in spec.labels.items()}
@@ -68,12 +86,24 @@ def build_summary(reg: Registry) -> pd.DataFrame:
     return table[COLUMNS + label_cols]
 
 
-def collect(reg: Registry, out: Path, log: Path | None = None) -> pd.DataFrame:
-    """Write `build_summary(reg)` to `out` atomically; a line per run goes to `log`."""
-    table = build_summary(reg)
+def collect(reg: Registry, out: Path, log: Path | None = None, groups: Sequence[str] | None = None) -> pd.DataFrame:
+    """Write `build_summary(reg, groups)` to `out` atomically; a line per run goes to `log`."""
+    table = build_summary(reg, groups)
     write_parquet_atomic(out, table)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         counts = table.groupby("run_id").size() if not table.empty else {}
         log.write_text("".join(f"{run}: {n} values\n" for run, n in dict(counts).items()))
+    return table
+
+
+def merge_summaries(paths: Sequence[Path], out: Path, log: Path | None = None) -> pd.DataFrame:
+    """Concatenate group summaries (`summary/<group>.parquet`) into one table written atomically to `out`."""
+    frames = [pd.read_parquet(p) for p in paths]
+    table = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(len(f) for f in frames) \
+        else pd.DataFrame(columns=COLUMNS)
+    write_parquet_atomic(out, table)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{len(table)} rows from {len(paths)} group summaries\n")
     return table

@@ -1,13 +1,32 @@
 localrules:
     collect,
+    collect_group,
 
 
-# Every run's summary, analysis and evaluation -> one tidy table (results/summary.parquet); group targets.
+# Every run's summary, analysis and evaluation -> one tidy table per experiment group (what that group's figures
+# and tables read, so `snakemake fig4` needs only the weight-decay runs) and one for everything; group targets.
+
+
+rule collect_group:
+    """results/summary/<group>.parquet: the tidy table of one experiment group's runs (aliases included)."""
+    input:
+        lambda w: group_outputs(w.group),
+    output:
+        f"{RESULTS}/summary/{{group}}.parquet",
+    log:
+        f"{RESULTS}/logs/collect/{{group}}.log",
+    resources:
+        mem_mb=RES["cpu_mem_mb"],
+    run:
+        from sparsecod.collect import collect
+
+        collect(REG, Path(output[0]), log=Path(log[0]), groups=[wildcards.group])
 
 
 rule collect:
+    """results/summary.parquet: the group tables in one (DESIGN data flow)."""
     input:
-        sorted({f for r in REG.all_ids() for f in run_outputs(r)}),
+        expand(f"{RESULTS}/summary/{{group}}.parquet", group=GROUPS),
     output:
         f"{RESULTS}/summary.parquet",
     log:
@@ -15,9 +34,9 @@ rule collect:
     resources:
         mem_mb=RES["cpu_mem_mb"],
     run:
-        from sparsecod.collect import collect
+        from sparsecod.collect import merge_summaries
 
-        collect(REG, Path(output[0]), log=Path(log[0]))
+        merge_summaries([Path(p) for p in input], Path(output[0]), log=Path(log[0]))
 
 
 for _group in GROUPS:

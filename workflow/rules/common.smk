@@ -54,6 +54,7 @@ wildcard_constraints:
     run=r"[A-Za-z0-9_.=@+-]+",
     metric=r"[a-z_]+",
     sweep=r"[A-Za-z0-9_.-]+",
+    group="|".join(GROUPS),
 
 
 def run_dir(run_id):
@@ -88,8 +89,44 @@ def group_outputs(group):
     return sorted({f for r in REG.group_runs[group] for f in run_outputs(r)})
 
 
+# --- figures, tables, claims (figures.smk) ------------------------------------------------------------------
+from sparsecod.plots.inventory import FIGURE_EXTS, TABLE_EXTS  # noqa: E402
+
+REFERENCE = f"{workflow.basedir}/config/reference"
+REFERENCE_FILES = sorted(str(p) for p in Path(REFERENCE).glob("*.csv"))
+
+
+def group_summaries(groups):
+    return [f"{RESULTS}/summary/{g}.parquet" for g in groups]
+
+
+def figure_files(item):
+    return [f"{RESULTS}/figures/{stem}.{ext}" for stem in item.stems for ext in FIGURE_EXTS]
+
+
+def table_files(item):
+    return [f"{RESULTS}/tables/{stem}.{ext}" for stem in item.stems for ext in TABLE_EXTS]
+
+
+CLAIMS_FILES = [f"{RESULTS}/claims.md", f"{RESULTS}/claims.csv"]
+
+
+def _reported(path, category, item):
+    """PNG figures and Markdown tables go into the HTML report, captioned from the inventory."""
+    if path.endswith((".png", ".md")):
+        return report(path, caption="../report/item.rst", category=category, subcategory=item.name,
+                      labels={"item": item.name, "file": Path(path).name})
+    return path
+
+
+
 def all_outputs():
-    return [f"{RESULTS}/summary.parquet"]
+    """Every run's outputs (through the summary), every figure and table, and the claims verdict."""
+    from sparsecod.plots.inventory import FIGURES, TABLES
+
+    figures = [f for item in FIGURES.values() for f in figure_files(item)]
+    tables = [f for item in TABLES.values() for f in table_files(item)]
+    return [f"{RESULTS}/summary.parquet", *figures, *tables, *CLAIMS_FILES]
 
 
 def train_resources(wildcards):

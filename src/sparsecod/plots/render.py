@@ -1,0 +1,38 @@
+"""`sparsecod render`: dispatch figure, table and claims names to their renderers (spec §4, §5)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .data import Results
+from .inventory import FIGURES, TABLES
+
+
+def render_items(names: Sequence[str], results_dir: str | os.PathLike, summaries: Sequence[str | os.PathLike],
+                 ref_dir: str | os.PathLike) -> list[Path]:
+    """Render every name (figN, tableN, claims) into `results_dir`; returns the written files."""
+    unknown = [n for n in names if n not in FIGURES and n not in TABLES and n != "claims"]
+    if unknown:
+        raise ValueError(f"unknown name(s) {unknown}: use fig1 … fig{len(FIGURES)}, table1 … table{len(TABLES)} "
+                         "or claims")
+    res = Results.load(results_dir, summaries)
+    out_dir, ref_dir = Path(results_dir), Path(ref_dir)
+    written: list[Path] = []
+    for name in names:
+        if name in FIGURES:
+            from .figures import render
+
+            written += render(name, res, ref_dir, out_dir / "figures")
+        elif name in TABLES:
+            from .tables import render_table
+
+            written += render_table(name, res, ref_dir, out_dir / "tables")
+        else:
+            from .claims import write_claims
+
+            paths = [out_dir / "claims.md", out_dir / "claims.csv"]
+            write_claims(res, ref_dir, *paths)
+            written += paths
+    return written

@@ -1,0 +1,292 @@
+"""Tables 1–8 of the paper (spec §4) as CSV, Markdown and LaTeX (booktabs), ours beside the paper's (spec §5).
+
+Tables 1–5 (E1–E5): one row per run of the group in registry order; for every column `x` of the paper's table
+the row holds ours `x`, the paper's `x_paper` (row matched by label: depth L, λ, T, G or model name) and
+`x_diff` = ours − paper. Tables 6–8 (E1, E5, E6): the model configuration each run actually used (its run.yaml)
+beside the paper's configuration row, plus our non-embedding and active parameter counts (spec §1.4).
+Missing runs, metrics or paper rows leave empty cells; the CSV keeps full precision, .md/.tex are rounded.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..fileio import write_bytes_atomic
+from ..model.config import ModelConfig
+from .data import MODEL_NAMES, Results
+from .inventory import TABLES
+from .reference import load_reference
+
+Getter = Callable[[dict], float]  # of the run config (run.yaml as a dict)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One paper column: output name, how to read ours, the reference CSV column, and the display format."""
+
+    name: str
+    ours: tuple[str, str] | Getter  # summary (source, metric) or a function of the run config
+    ref: str
+    fmt: str  # format spec for .md/.tex, or "count" for 1.18B-style numbers
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Tables 1–5: a group's runs matched to the paper's rows by `run_key` == reference column `ref_key`."""
+
+    group: str
+    ref: str
+    run_key: str  # column of `Results.runs(group)`
+    ref_key: str
+    columns: tuple[Column, ...]
+
+
+def _config_value(path: str) -> Getter:
+    """Getter of a dotted key of the run config (e.g. 'model.n_kv_heads'); NaN when absent."""
+    def get(cfg: dict) -> float:
+        node = cfg
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        return float(node) if isinstance(node, (int, float)) else math.nan
+    return get
+
+
+def _train_tokens(cfg: dict) -> float:
+    """Tokens actually trained: steps run × global batch × sequence length (spec §3)."""
+    train = cfg.get("train") or {}
+    if not train:
+        return math.nan
+    return float((train.get("stop_after") or train["steps"]) * train["global_batch"] * train["seq_len"])
+
+
+def _eval(task: str, name: str, metric: str = "acc_norm") -> Column:
+    return Column(name, ("eval", f"{task}.{metric}"), name, ".2f")
+
+
+PPL = Column("ppl", ("perplexity", "ppl"), "ppl", ".2f")
+SCORES = (Column("causal", ("causal", "causal_global"), "causal", ".3f"),
+          Column("permutation", ("permutation", "permutation_global"), "permutation", ".3f"),
+          Column("usefulness", ("usefulness", "usefulness"), "usefulness", ".3f"),
+          Column("effective_layers", ("usefulness", "effective_layers"), "effective_layers_of_16", ".0f"))
+
+SCORE_TABLES = {
+    "table1": ScoreTable("depth", "table1_depth", "label_depth", "depth", (
+        Column("params", ("train", "params.non_embedding"), "params", "count"),
+        Column("effective_layers", ("usefulness", "effective_layers"), "effective_layers", ".0f"),
+        Column("wasted_layers", ("usefulness", "wasted_layers"), "wasted_layers", ".0f"),
+        PPL,
+        _eval("mmlu", "mmlu_acc", "acc"),
+        _eval("arc_challenge", "arc_c_acc_norm"),
+        _eval("arc_easy", "arc_e_acc_norm"),
+        _eval("hellaswag", "hellaswag_acc_norm"))),
+    "table2": ScoreTable("weight_decay", "table2_weight_decay", "label_weight_decay", "weight_decay", (PPL, *SCORES)),
+    "table3": ScoreTable("seqlen", "table3_seqlen", "label_seq_len", "seq_len", (PPL, *SCORES)),
+    "table4": ScoreTable("gqa", "table4_gqa", "label_group_size", "group_size", (
+        Column("kv_heads", _config_value("model.n_kv_heads"), "kv_heads", ".0f"),
+        Column("params", ("train", "params.non_embedding"), "params_non_embedding", "count"),
+        Column("train_tokens", _train_tokens, "train_tokens", "count"),
+        PPL, *SCORES)),
+    "table5": ScoreTable("moe", "table5_moe", "label", "model", (PPL, *SCORES)),
+}
+
+# Tables 6–8: our run ids -> the paper's configuration row (tables6-8_configs.csv `model`).
+CONFIG_TABLES = {
+    "table6": ("depth", {f"depth-L{n}": f"depth-L{n}" for n in (12, 16, 24, 32)}),
+    "table7": ("moe", dict(MODEL_NAMES)),
+    "table8": ("ablation", {"abl-A0": "ablation-L16", **{f"abl-A{i}": "ablation-L32" for i in range(1, 8)},
+                            "abl-A8": "ablation-MoE-L32"}),
+}
+
+
+def _moe(cfg: dict) -> dict | None:
+    return (cfg.get("model") or {}).get("moe")
+
+
+def _mlp_inner(cfg: dict) -> float:
+    """SwiGLU inner width: d_ff for dense models, the per-expert width h_e for MoE (spec §1.2–1.3)."""
+    moe = _moe(cfg)
+    return float(moe["d_expert"]) if moe else _config_value("model.d_ff")(cfg)
+
+
+def _moe_value(key: str) -> Getter:
+    def get(cfg: dict) -> float:
+        moe = _moe(cfg)
+        return float(moe[key]) if moe else math.nan
+    return get
+
+
+def _shared(cfg: dict) -> float:
+    moe = _moe(cfg)
+    return float(moe.get("d_shared", 0) > 0) if moe else math.nan
+
+
+CONFIG_COLUMNS = (
+    Column("depth", _config_value("model.n_layers"), "depth", ".0f"),
+    Column("hidden", _config_value("model.d_model"), "hidden", ".0f"),
+    Column("mlp_inner", _mlp_inner, "mlp_inner", ".0f"),
+    Column("q_heads", _config_value("model.n_heads"), "q_heads", ".0f"),
+    Column("kv_heads", _config_value("model.n_kv_heads"), "kv_heads", ".0f"),
+    Column("experts", _moe_value("n_experts"), "experts", ".0f"),
+    Column("active", _moe_value("top_k"), "active", ".0f"),
+    Column("shared", _shared, "shared", ".0f"),
+    Column("max_train_len", _config_value("train.seq_len"), "max_train_len", ".0f"),
+)
+
+
+def parse_count(value) -> float:
+    """'900M', '1.2B', '5.00B' or a number -> float; NaN when empty or unparsable."""
+    if isinstance(value, (int, float, np.number)):
+        return float(value)
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMB]?)\s*", str(value))
+    if not m:
+        return math.nan
+    return float(Decimal(m.group(1)) * {"": 1, "K": 10**3, "M": 10**6, "B": 10**9}[m.group(2)])
+
+
+def _same(a, b) -> bool:
+    """Label equality: numerically when both parse as numbers (0.1 == '0.10'), else as text."""
+    try:
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def _ours(res: Results, run_id: str, cfg: dict, col: Column) -> float:
+    return col.ours(cfg) if callable(col.ours) else res.value(run_id, *col.ours)
+
+
+def score_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
+    """Tables 1–5 (E1–E5) as a DataFrame: run_id, label, then `x`, `x_paper`, `x_diff` per paper column."""
+    spec = SCORE_TABLES[name]
+    ref = load_reference(ref_dir, spec.ref)
+    rows = []
+    for run in res.runs(spec.group).to_dict("records"):
+        key = run.get(spec.run_key)
+        match = ref[[_same(key, k) for k in ref[spec.ref_key]]] if key is not None else ref.iloc[:0]
+        paper = match.iloc[0] if len(match) else None
+        row, cfg = {"run_id": run["run_id"], "label": run["label"]}, res.config(run["run_id"])
+        for col in spec.columns:
+            ours = _ours(res, run["run_id"], cfg, col)
+            theirs = parse_count(paper[col.ref]) if paper is not None and col.ref in paper else math.nan
+            row |= {col.name: ours, f"{col.name}_paper": theirs, f"{col.name}_diff": ours - theirs}
+        if "note" in ref.columns:
+            note = paper["note"] if paper is not None else None
+            row["note"] = note if isinstance(note, str) else ""
+        rows.append(row)
+    columns = ["run_id", "label", *[f"{c.name}{s}" for c in spec.columns for s in ("", "_paper", "_diff")]]
+    return pd.DataFrame(rows, columns=columns + (["note"] if "note" in ref.columns else []))
+
+
+def config_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
+    """Tables 6–8: each run's model configuration (`x`) beside the paper's row (`x_paper`), our parameter counts."""
+    group, mapping = CONFIG_TABLES[name]
+    ref = load_reference(ref_dir, "tables6-8_configs")
+    ref = ref[ref["table"] == int(name[-1])].set_index("model")
+    rows = []
+    for run in res.runs(group).to_dict("records"):
+        run_id = run["run_id"]
+        model = mapping.get(run_id, "")
+        paper = ref.loc[model] if model in ref.index else None
+        row, cfg = {"run_id": run_id, "label": run["label"], "paper_model": model}, res.config(run_id)
+        for col in CONFIG_COLUMNS:
+            theirs = paper[col.ref] if paper is not None else math.nan
+            row |= {col.name: col.ours(cfg), f"{col.name}_paper": parse_count(theirs)}
+        model_cfg = cfg.get("model")
+        params = ModelConfig.from_dict(model_cfg).param_counts() if model_cfg else {}
+        row["params_non_embedding"] = float(params.get("non_embedding", math.nan))
+        row["params_active"] = float(params.get("active", math.nan))
+        note = paper["note"] if paper is not None else None
+        row["note"] = note if isinstance(note, str) else ""
+        rows.append(row)
+    sizes = [f"{c.name}{s}" for c in CONFIG_COLUMNS for s in ("", "_paper")] + ["params_non_embedding", "params_active"]
+    table = pd.DataFrame(rows, columns=["run_id", "label", "paper_model", *sizes, "note"])
+    return table.astype({c: "Int64" for c in sizes})  # sizes are integers; missing ones stay empty
+
+
+def build_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
+    """Table `name` (table1..table8) as a DataFrame, the content of its CSV."""
+    if name in SCORE_TABLES:
+        return score_table(name, res, ref_dir)
+    if name in CONFIG_TABLES:
+        return config_table(name, res, ref_dir)
+    raise KeyError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+
+
+# --- rendering -----------------------------------------------------------------------------------------------
+def _formats(name: str) -> dict[str, str]:
+    """Display format of every numeric output column (ours, _paper and _diff share their column's format)."""
+    cols = SCORE_TABLES[name].columns if name in SCORE_TABLES else CONFIG_COLUMNS
+    out = {f"{c.name}{s}": c.fmt for c in cols for s in ("", "_paper", "_diff")}
+    return out | {"params_non_embedding": "count", "params_active": "count"}
+
+
+def format_count(x: float) -> str:
+    """1176764416 -> '1.177B', 3712576 -> '3.713M'."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3f}{unit}"
+    return f"{x:g}"
+
+
+def format_cell(value, fmt: str | None) -> str:
+    """A cell for .md/.tex: numbers in `fmt`, missing values as '–', text as is."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if fmt is None or not isinstance(value, (int, float, np.number)):
+        return str(value)
+    return format_count(float(value)) if fmt == "count" else format(float(value), fmt)
+
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "λ": r"$\lambda$", "ε": r"$\varepsilon$", "ρ": r"$\rho$", "−": r"$-$", "×": r"$\times$",
+                  "≈": r"$\approx$", "≥": r"$\geq$", "≤": r"$\leq$", "–": "--"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def to_markdown(df: pd.DataFrame, formats: dict[str, str], caption: str) -> str:
+    """A pipe table (numeric columns right-aligned) under a one-line caption."""
+    def cell(v, c):
+        return format_cell(v, formats.get(c)).replace("|", "\\|")
+    lines = [caption, "", "| " + " | ".join(df.columns) + " |",
+             "|" + "|".join("---:" if c in formats else "---" for c in df.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v, c) for v, c in zip(row, df.columns)) + " |"
+              for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(df: pd.DataFrame, formats: dict[str, str], caption: str, label: str) -> str:
+    """A booktabs table float (\\toprule/\\midrule/\\bottomrule) with escaped text."""
+    align = "".join("r" if c in formats else "l" for c in df.columns)
+    body = [" & ".join(latex_escape(format_cell(v, formats.get(c))) for v, c in zip(row, df.columns)) + r" \\"
+            for row in df.itertuples(index=False)]
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(caption)}}}",
+                      rf"\label{{tab:{label}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
+                      " & ".join(latex_escape(c) for c in df.columns) + r" \\", r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+
+
+def render_table(name: str, res: Results, ref_dir: Path, out_dir: Path) -> list[Path]:
+    """Write `<out_dir>/<stem>.csv`, `.md` and `.tex` of table `name` atomically; returns the three paths."""
+    df = build_table(name, res, Path(ref_dir))
+    item = TABLES[name]
+    stem, formats = item.stems[0], _formats(name)
+    caption = f"Table {name.removeprefix('table')}. {item.caption}"
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    out_dir = Path(out_dir)
+    return [write_bytes_atomic(out_dir / f"{stem}.csv", buf.getvalue().encode()),
+            write_bytes_atomic(out_dir / f"{stem}.md", to_markdown(df, formats, caption).encode()),
+            write_bytes_atomic(out_dir / f"{stem}.tex", to_latex(df, formats, caption, stem).encode())]

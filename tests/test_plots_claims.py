@@ -1,0 +1,79 @@
+"""Claims verdict (spec §3 E1–E6, §5): synthetic results where every claim holds, is reversed, or lacks runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from _plots_testutil import ROOT, make_results
+from sparsecod.plots.claims import (COLUMNS, NOT_ENOUGH, NOT_REPRODUCED, REPRODUCED, VERDICTS, evaluate_claims,
+                                    write_claims)
+from sparsecod.plots.data import Results
+from sparsecod.plots.reference import load_reference
+
+REF = ROOT / "config" / "reference"
+CLAIM_IDS = ["E1-variance", "E1-usefulness", "E1-causal", "E1-permutation", "E2-variance", "E2-weight-sparsity",
+             "E3-attention-sparsity", "E3-variance", "E4-variance", "E4-mqa-vs-mha", "E5-variance-400M",
+             "E5-usefulness-400M", "E5-variance-1B", "E5-usefulness-1B", "E6-accuracy"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[int, Results]:
+    out = {}
+    for trend in (1, -1):
+        root = tmp_path_factory.mktemp(f"claims{trend:+d}") / "results"
+        make_results(root, trend=trend)
+        out[trend] = Results.load(root, [root / "summary.parquet"])
+    return out
+
+
+def test_claims_hold_when_the_results_follow_the_paper(results) -> None:
+    claims = evaluate_claims(results[1], REF)
+    assert list(claims.columns) == COLUMNS and list(claims["claim_id"]) == CLAIM_IDS
+    assert (claims["verdict"] == REPRODUCED).all(), claims[claims["verdict"] != REPRODUCED].to_string()
+    assert claims["runs"].str.len().gt(0).all()
+
+
+def test_claims_fail_when_every_effect_is_reversed(results) -> None:
+    claims = evaluate_claims(results[-1], REF)
+    assert (claims["verdict"] == NOT_REPRODUCED).all(), claims[claims["verdict"] != NOT_REPRODUCED].to_string()
+
+
+def test_paper_column_is_the_same_statistic_on_the_reference_numbers(results) -> None:
+    claims = evaluate_claims(results[-1], REF).set_index("claim_id")["paper"]  # independent of our runs
+    anchors = load_reference(REF, "variance_anchors").set_index(["figure", "run", "quantity"])["value"]
+    fig1 = load_reference(REF, "fig1_ablation").set_index("id")["avg_acc_arcc_hellaswag"]
+    table5 = load_reference(REF, "table5_moe").set_index("model")["usefulness"]
+    assert claims["E6-accuracy"] == pytest.approx(fig1["A8"] - fig1["A1"]) == pytest.approx(4.6)
+    assert claims["E4-mqa-vs-mha"] == pytest.approx(anchors["7", "gqa-G1", "end"] / anchors["7", "gqa-G16", "end"])
+    assert claims["E5-variance-400M"] == pytest.approx(103 / 15) and claims["E5-variance-1B"] == pytest.approx(220 / 75)
+    assert claims["E5-usefulness-1B"] == pytest.approx(table5["MoE-7BA1B"] - table5["Dense-1B"])
+    assert claims["E1-variance"] == 1 and claims["E1-usefulness"] == claims["E3-variance"] == -1
+    assert claims["E2-variance"] < -0.9
+    assert pd.isna(claims["E2-weight-sparsity"]) and pd.isna(claims["E3-attention-sparsity"])
+
+
+def test_missing_runs_give_not_enough_runs(results) -> None:
+    res = results[1]
+    summary = res.summary
+    no_depth_moe = Results(res.dir, summary[~summary["group"].isin(["depth", "moe"])])
+    claims = evaluate_claims(no_depth_moe, REF).set_index("claim_id")["verdict"]
+    dropped = [c for c in CLAIM_IDS if c.startswith(("E1", "E5"))]
+    assert (claims[dropped] == NOT_ENOUGH).all() and (claims.drop(dropped) == REPRODUCED).all()
+    two_depths = Results(res.dir, summary[~summary["run_id"].isin(["depth-L12", "depth-L24"])])
+    assert (evaluate_claims(two_depths, REF).set_index("claim_id").loc[["E1-variance", "E1-causal"], "verdict"]
+            == NOT_ENOUGH).all()
+    assert (evaluate_claims(Results(res.dir, summary.iloc[:0]), REF)["verdict"] == NOT_ENOUGH).all()
+    no_a1 = Results(res.dir, summary[summary["run_id"] != "abl-A1"])
+    assert evaluate_claims(no_a1, REF).set_index("claim_id").loc["E6-accuracy", "verdict"] == NOT_ENOUGH
+
+
+def test_write_claims_markdown_and_csv(results, tmp_path) -> None:
+    md, csv = tmp_path / "claims.md", tmp_path / "claims.csv"
+    claims = write_claims(results[1], REF, md, csv)
+    assert pd.read_csv(csv)["claim_id"].tolist() == claims["claim_id"].tolist() == CLAIM_IDS
+    text = md.read_text().splitlines()
+    assert text[0].startswith("# ") and text[2].startswith("Scale: smoke.") and "|ρ| ≥ 0.5" in text[2]
+    assert text[4] == "| " + " | ".join(COLUMNS) + " |"
+    assert len([line for line in text if line.startswith("| E")]) == len(CLAIM_IDS)
+    assert text[-1] == f"Verdicts: {REPRODUCED}: {len(CLAIM_IDS)}, {VERDICTS[1]}: 0, {NOT_ENOUGH}: 0."
