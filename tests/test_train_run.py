@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -276,12 +277,50 @@ def test_ddp_two_processes_match_one_process(tmp_path, shard):  # noqa: F811
     _assert_same_weights(tmp_path / "one", tmp_path / "ddp", atol=1e-4)
 
 
+def test_requeue_signal_waits_for_the_update_with_other_threads_alive():
+    """SIGURG (Lightning's requeue signal here) sent during the optimizer update is handled after it, also when
+    another thread could take the signal (torch's worker threads; a signal mask of the main thread is not enough)."""
+    import threading
+
+    from sparsecod.train.module import REQUEUE_SIGNAL, _signals_deferred
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    seen: list[str] = []
+    old = signal.signal(REQUEUE_SIGNAL, lambda *_: seen.append("handled"))
+    try:
+        with _signals_deferred():
+            os.kill(os.getpid(), REQUEUE_SIGNAL)
+            for _ in range(10_000):  # bytecode boundaries where Python would run a pending handler
+                pass
+            seen.append("update done")
+        assert seen == ["update done", "handled"]
+    finally:
+        signal.signal(REQUEUE_SIGNAL, old)
+        stop.set()
+        other.join()
+
+
 def test_slurm_requeue_then_sigkill_and_rerun_equals_uninterrupted(tmp_path, shard):  # noqa: F811
-    """Lightning's SLURM handler saves hpc_ckpt_1.ckpt on SIGUSR1 (mid-step); after a SIGKILL the rerun resumes from it."""
-    run = tiny_run(shard, "gqa", steps=150, ckpt_every=10, precision="bf16-mixed", var_every=5)
+    """Lightning's SLURM handler saves hpc_ckpt_1.ckpt on SIGURG (mid-step) and requeues the job; after a SIGKILL
+    the rerun resumes from that checkpoint and ends with the weights and logs of an uninterrupted run.
+
+    The job id is fake, so `scontrol` is a stub on PATH that records its arguments: the handler can never requeue a
+    real job of a Slurm cluster running on this machine.
+    """
+    from sparsecod.train.module import _DEFERRED, REQUEUE_SIGNAL
+
+    assert REQUEUE_SIGNAL == signal.SIGURG and REQUEUE_SIGNAL in _DEFERRED  # held during the optimizer update
+    run = tiny_run(shard, "gqa", steps=150, ckpt_every=10, precision="bf16-mixed", var_every=5, val_tokens=64)
     run.save(tmp_path / "run.yaml")
+    stub_bin, calls = tmp_path / "stub_bin", tmp_path / "scontrol_calls.txt"
+    stub_bin.mkdir()
+    (stub_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    (stub_bin / "scontrol").chmod(0o755)
     slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_ID": "4242", "SLURM_NODELIST": "localhost",
-             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "train"}
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "train",
+             "PATH": f"{stub_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = _cli(tmp_path / "run.yaml", tmp_path / "k", extra_env=slurm)
     ckpts = tmp_path / "k" / "checkpoints"
 
@@ -291,17 +330,41 @@ def test_slurm_requeue_then_sigkill_and_rerun_equals_uninterrupted(tmp_path, sha
             time.sleep(0.01)
 
     wait_for(ckpts / "last.ckpt")
-    proc.send_signal(signal.SIGUSR1)
-    wait_for(ckpts / "hpc_ckpt_1.ckpt")
-    time.sleep(0.1)
+    proc.send_signal(signal.SIGURG)
+    wait_for(calls)  # written after hpc_ckpt_1.ckpt
     proc.kill()
     _, err = proc.communicate()
     assert (ckpts / "hpc_ckpt_1.ckpt").exists() and not (tmp_path / "k" / "summary.json").exists(), err[-3000:]
-    rerun = _cli(tmp_path / "run.yaml", tmp_path / "k")
+    assert calls.read_text() == "requeue 4242\n"
+    # The restarted job runs under Slurm too: its final validate() must not reload hpc_ckpt_1 (Lightning's auto-resume).
+    rerun = _cli(tmp_path / "run.yaml", tmp_path / "k", extra_env=slurm)
     train_run(run, tmp_path / "full")
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err[-3000:]
-    assert "resuming from" in err
+    resumed = re.search(r"resuming from \S*(?:hpc_ckpt_1|last)\.ckpt \(step (\d+)\)", err)
+    assert resumed and 0 < int(resumed.group(1)) < 150, err[-3000:]
     assert not (ckpts / "hpc_ckpt_1.ckpt").exists() and (ckpts / "last.ckpt").exists()
     _assert_same_weights(tmp_path / "full", tmp_path / "k")
     _logs_equal(tmp_path / "full", tmp_path / "k")
+
+
+def test_slurm_plugins_use_sigurg_or_launch_devices_from_one_task(monkeypatch):
+    """Under Slurm: SIGURG requeue handling; one task asking for several GPUs gets Lightning's own launcher."""
+    import signal
+
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from sparsecod.train.run import _cluster_plugins
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert _cluster_plugins(signal.SIGURG, devices=4) == []
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    (env,) = _cluster_plugins(signal.SIGURG, devices=1)
+    assert isinstance(env, SLURMEnvironment) and env.requeue_signal == signal.SIGURG
+    (env,) = _cluster_plugins(signal.SIGURG, devices=4)
+    assert isinstance(env, LightningEnvironment) and not isinstance(env, SLURMEnvironment)
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # srun started one task per GPU: Slurm manages the processes
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4")
+    assert isinstance(_cluster_plugins(signal.SIGURG, devices=4)[0], SLURMEnvironment)

@@ -1,7 +1,9 @@
 """Helpers for tests against the local single-node Slurm cluster (issue 8; tests/slurm/start_cluster.sh).
 
-`SlurmCluster` wraps the Slurm client commands the tests need (sbatch, scontrol, requeue) and runs Snakemake
-with the repository's `slurm` profile plus the CI overlay `tests/slurm/profile`. The skip policy lives here
+`SlurmCluster` wraps the Slurm client commands the tests need (sbatch, scontrol, requeue, scancel --signal) and
+runs Snakemake with the repository's `slurm` profile plus the CI overlay `tests/slurm/profile` (blocking, or
+started in the background for tests that act on a running job); `submitted_jobs` and `sbatch_call` read
+Snakemake's log. The skip policy lives here
 too: without root or without the packages and apt the Slurm tests skip, except under CI=true, where they fail.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -124,6 +127,52 @@ class SlurmCluster:
     def cancel(self, job_id: str) -> None:
         _run(["scancel", str(job_id)])
 
+    def signal(self, job_id: str, name: str) -> None:
+        """`scancel --signal=<name>`: the signal goes to the job's steps (not the batch shell), as `--signal=<name>@s`."""
+        res = _run(["scancel", f"--signal={name}", str(job_id)])
+        assert res.returncode == 0, f"scancel --signal={name} {job_id}: {res.stderr.strip()}"
+
+    def start_snakemake(
+        self, workdir: Path, *args: str, snakefile: Path | None = None, overlay: bool = True,
+        env: dict[str, str] | None = None, log_name: str = "snakemake.out",
+    ) -> tuple[subprocess.Popen, Path]:
+        """Start `snakemake --profile <repo>/slurm [--profile tests/slurm/profile] *args` in `workdir`.
+
+        Returns the process and its log file (stdout and stderr). `overlay=False` uses the repository profile alone.
+        """
+        cmd = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "slurm")]
+        if overlay:
+            cmd += ["--profile", str(OVERLAY)]
+        if snakefile is not None:
+            cmd += ["--snakefile", str(snakefile)]
+        log_path = workdir / log_name
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                [*cmd, *args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            )
+        return proc, log_path
+
+    @staticmethod
+    def stop_snakemake(proc: subprocess.Popen, grace: float = 30) -> None:
+        """SIGINT (Snakemake then scancels its jobs; SIGTERM would leave them running), SIGKILL after `grace` s."""
+        if proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def wait_snakemake(self, proc: subprocess.Popen, log_path: Path, timeout: float) -> tuple[int, str]:
+        """Wait for a started Snakemake; on timeout stop it (stop_snakemake) and fail with the end of its log."""
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop_snakemake(proc)
+            pytest.fail(f"snakemake did not finish within {timeout}s:\n{log_path.read_text()[-4000:]}")
+        return rc, log_path.read_text()
+
     def snakemake(
         self, workdir: Path, *args: str, snakefile: Path | None = None, timeout: float = 240
     ) -> tuple[int, str]:
@@ -132,23 +181,20 @@ class SlurmCluster:
         Returns (exit code, combined output, also kept in workdir/snakemake.out). On timeout Snakemake gets
         SIGINT first, which makes it scancel its jobs (SIGTERM would leave them running), then SIGKILL.
         """
-        cmd = [sys.executable, "-m", "snakemake", "--profile", str(REPO / "slurm"), "--profile", str(OVERLAY)]
-        if snakefile is not None:
-            cmd += ["--snakefile", str(snakefile)]
-        log_path = workdir / "snakemake.out"
-        with log_path.open("w") as log:
-            proc = subprocess.Popen([*cmd, *args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                pytest.fail(f"snakemake did not finish within {timeout}s:\n{log_path.read_text()[-4000:]}")
-        return rc, log_path.read_text()
+        proc, log_path = self.start_snakemake(workdir, *args, snakefile=snakefile)
+        return self.wait_snakemake(proc, log_path, timeout)
+
+
+def submitted_jobs(log: str) -> dict[str, str]:
+    """Slurm job id -> rule, from Snakemake's "Job N has been submitted with SLURM jobid X (log: .../rule_R/...)"."""
+    return dict(re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", log))
+
+
+def sbatch_call(log: str, rule: str) -> list[str]:
+    """The sbatch arguments the plugin logged (--verbose) for the one job of `rule`, without the --wrap payload."""
+    calls = [c for c in re.findall(r"^sbatch call: (.*)$", log, re.M) if re.search(rf"--comment rule_{rule}(_| )", c)]
+    assert len(calls) == 1, f"expected one sbatch call for rule {rule}, found {len(calls)}"
+    return shlex.split(calls[0].split(" --wrap=")[0])
 
 
 def start_cluster() -> None:

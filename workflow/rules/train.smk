@@ -18,9 +18,7 @@ rule run_config:
     log:
         f"{RESULTS}/logs/run_config/{{run}}.log",
     run:
-        cfg = REG.run_config(wildcards.run)
-        cfg.save(output[0])
-        Path(log[0]).write_text(f"run {cfg.run_id}: lr={cfg.train.lr} steps={cfg.train.steps} vocab={cfg.model.vocab_size}\n")
+        REG.write_run_config(wildcards.run, Path(output[0]), Path(log[0]))
 
 
 rule train:
@@ -44,6 +42,11 @@ rule train:
         tasks_per_node=lambda w: train_resources(w)["tasks_per_node"],
         runtime=lambda w: train_resources(w)["runtime"],
         mem_mb=lambda w: train_resources(w)["mem_mb"],
+        # Slurm only: SIGURG to the job step 300 s before the time limit, and a requeue-able job. The training process
+        # then saves checkpoints/hpc_ckpt_<n>.ckpt and runs `scontrol requeue`; the job starts again under the same
+        # id and resumes from that checkpoint (docs/slurm.md). URG, not USR1 (kills the Snakemake jobstep wrapper);
+        # without "B:" (that would signal only the batch shell, never the command).
+        slurm_extra="--signal=URG@300 --requeue",
     conda:
         "../../envs/train.yaml"
     shell:
@@ -61,5 +64,4 @@ rule select_lr:
     run:
         from sparsecod.sweeps import select_best
 
-        best = select_best(REG.sweeps[wildcards.sweep], [Path(p) for p in input], Path(output[0]))
-        Path(log[0]).write_text(f"sweep {best['sweep']}: best lr {best['best_lr']} ({best['best_run']})\n")
+        select_best(REG.sweeps[wildcards.sweep], [Path(p) for p in input], Path(output[0]), Path(log[0]))

@@ -29,24 +29,40 @@ from .optim import build_optimizer
 from .stats import KurtosisAccumulator, VarianceAccumulator
 
 
-_DEFERRED = tuple(getattr(signal, n) for n in ("SIGUSR1", "SIGUSR2", "SIGTERM") if hasattr(signal, n))
+# The signal Lightning's SLURMEnvironment treats as "checkpoint and requeue" (run.py). Not SIGUSR1: Slurm sends
+# --signal to every process of the job step, and the Snakemake jobstep wrapper there dies of SIGUSR1; SIGURG is
+# ignored by default, so only the training process reacts to it (docs/slurm.md).
+REQUEUE_SIGNAL = getattr(signal, "SIGURG", None)
+_DEFERRED = tuple(getattr(signal, n) for n in ("SIGURG", "SIGUSR1", "SIGUSR2", "SIGTERM") if hasattr(signal, n))
 
 
 @contextmanager
 def _signals_deferred():
-    """Hold Slurm requeue/termination signals until the block ends (POSIX main thread; no-op elsewhere).
+    """Hold Slurm requeue/termination signals until the block ends (main thread; no-op elsewhere).
 
     Lightning's SLURM handler saves a checkpoint from inside the signal handler; deferring it past
-    the optimizer/scheduler update keeps that checkpoint at a consistent point.
+    the optimizer/scheduler update keeps that checkpoint at a consistent point. The Python handlers of these
+    signals are swapped for a recorder and re-raised afterwards. (A signal mask would not do: torch's threads do
+    not block the signal, the kernel hands it to one of them, and Python still runs the handler in the main
+    thread at once.) Signals without a Python handler keep their default action.
     """
-    if not _DEFERRED or not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if not _DEFERRED or threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    pending: list[int] = []
+    saved = {}
+    for signum in _DEFERRED:
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            saved[signum] = handler
+            signal.signal(signum, lambda num, _frame: pending.append(num))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        for signum in pending:
+            signal.raise_signal(signum)
 
 
 class ShardData(L.LightningDataModule):

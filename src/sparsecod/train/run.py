@@ -3,7 +3,8 @@
 Layout of `<run_dir>/`:
     checkpoints/last.ckpt         Lightning checkpoint every ckpt_every steps and at the end (resume state;
                                   not a workflow output, so it survives failed jobs)
-    checkpoints/hpc_ckpt_*.ckpt   Lightning's SLURM auto-requeue checkpoints (removed when the run finishes)
+    checkpoints/hpc_ckpt_*.ckpt   Lightning's SLURM auto-requeue checkpoints, written on SIGURG (_cluster_plugins;
+                                  removed once the final last.ckpt exists)
     checkpoints/fingerprint.json  the configuration the checkpoints belong to
     log_parts/<log>/part-*.parquet  append-only log parts (see logs.py)
     train_log.parquet             per step: step, loss, ce, aux, lr, grad_norm, tokens, train_seconds
@@ -87,13 +88,59 @@ def _loadable(path: Path) -> bool:
 
 
 def pick_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest loadable of `last.ckpt` and Lightning's SLURM requeue checkpoints `hpc_ckpt_*.ckpt`."""
+    """The newest loadable of `last.ckpt` and Lightning's SLURM requeue checkpoints `hpc_ckpt_*.ckpt`.
+
+    An unreadable `hpc_ckpt_*` file is deleted: under Slurm, Lightning loads the highest-numbered one by itself
+    whenever fit/validate get no checkpoint path, and would fail on it on every rerun.
+    """
     candidates = [p for p in [ckpt_dir / "last.ckpt", *ckpt_dir.glob("hpc_ckpt_*.ckpt")] if p.exists()]
     for path in sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True):
         if _loadable(path):
             return path
         warnings.warn(f"checkpoint {path} cannot be read (interrupted write?); ignoring it", stacklevel=2)
+        if path.name.startswith("hpc_ckpt_") and path.is_file():
+            path.unlink(missing_ok=True)
     return None
+
+
+def _remove_hpc_checkpoints(ckpt_dir: Path) -> None:
+    for stale in ckpt_dir.glob("hpc_ckpt_*.ckpt"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The optimizer steps done in a single-file checkpoint (None for a sharded directory or an unreadable file)."""
+    if not path.is_file():
+        return None
+    try:
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
+    except Exception:  # noqa: BLE001 - only used for the log line
+        return None
+
+
+def _cluster_plugins(requeue_signal, devices: int = 1, num_nodes: int = 1) -> list:
+    """Under Slurm: Lightning's SLURMEnvironment with `requeue_signal` (SIGURG) as its checkpoint-and-requeue signal.
+
+    Lightning picks SLURMEnvironment by itself under the same condition (`detect()`), but with SIGUSR1: sent with
+    `sbatch --signal=USR1@<s>` to the whole job step, that signal kills the Snakemake jobstep wrapper. On it the
+    handler saves checkpoints/hpc_ckpt_<n>.ckpt and runs `scontrol requeue $SLURM_JOB_ID`; the restarted job
+    runs the same command, which resumes from that checkpoint (pick_checkpoint).
+
+    One Slurm task asking for several devices on one node (the Snakemake Slurm plugin runs every job as
+    `srun -n1`): SLURMEnvironment would make that a world of one process and leave the other GPUs idle, so
+    Lightning's own launcher starts one process per device instead. Such a run has no requeue signal handler; a
+    preempted job resumes from the periodic checkpoints/last.ckpt (every `ckpt_every` steps).
+    """
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if requeue_signal is None or not SLURMEnvironment.detect():
+        return []
+    if num_nodes == 1 and devices > 1 and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
+        return [LightningEnvironment()]
+    return [SLURMEnvironment(requeue_signal=requeue_signal)]
 
 
 def _check_resume(run: RunConfig, ckpt_dir: Path) -> Path | None:
@@ -192,7 +239,7 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from .callbacks import AtomicCheckpoint, RunLogs, save_checkpoint_atomic
-    from .module import LMTrainModule, ShardData
+    from .module import REQUEUE_SIGNAL, LMTrainModule, ShardData
 
     cfg = run.train
     resume = _check_resume(run, ckpt_dir)
@@ -209,6 +256,7 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
         enable_model_summary=False, enable_progress_bar=progress_bar, use_distributed_sampler=False,
         num_sanity_val_steps=0, val_check_interval=cfg.val_every or None, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if cfg.val_every else 0, default_root_dir=str(ckpt_dir), log_every_n_steps=1,
+        plugins=_cluster_plugins(REQUEUE_SIGNAL, cfg.devices, cfg.num_nodes),
     )
     if trainer.is_global_zero:
         n = len(data.train_windows)
@@ -219,7 +267,8 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
                           f"held-out windows of {shard_dir}; using all of them", stacklevel=2)
         if resume is None:
             write_json_atomic(ckpt_dir / "fingerprint.json", _fingerprint(run), sort_keys=False, allow_nan=False)
-        log.info("run %s: %s", run.run_id, f"resuming from {resume}" if resume else "starting from scratch")
+        log.info("run %s: %s", run.run_id,
+                 f"resuming from {resume} (step {_checkpoint_step(resume)})" if resume else "starting from scratch")
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     steps_done = trainer.global_step
     if module.diverged is not None and trainer.is_global_zero:
@@ -231,6 +280,12 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     # final checkpoint, so rerunning after a crash below (or a finished run) does no training
     if steps_done > 0 and getattr(trainer.checkpoint_callback, "_last_global_step_saved", -1) != steps_done:
         save_checkpoint_atomic(trainer, ckpt_dir / "last.ckpt")
+    # Lightning's requeue checkpoints are superseded by last.ckpt now. Remove them before validate(): under Slurm,
+    # validate() without ckpt_path loads the newest hpc_ckpt_*.ckpt (Lightning's auto-resume), which would put the
+    # weights of the requeue point back into the model that is validated and saved.
+    if trainer.is_global_zero:
+        _remove_hpc_checkpoints(ckpt_dir)
+    trainer.strategy.barrier("remove_hpc_checkpoints")
     if cfg.val_tokens and module.last_val_step != steps_done:  # final held-out loss
         trainer.limit_val_batches = 1.0
         trainer.validate(module, datamodule=data, verbose=False)
@@ -239,11 +294,6 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     model = _final_model(trainer, module)
     if not trainer.is_global_zero:
         return None
-    for stale in ckpt_dir.glob("hpc_ckpt_*.ckpt"):  # superseded by the final last.ckpt
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        else:
-            stale.unlink()
     return _write_outputs(run, out, shard_dir, model, module, logs, precision, trainer.world_size, steps_done)
 
 
