@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sparsecod.config import RunConfig
 from sparsecod.experiments import Registry, load_config, lr_tag
 from sparsecod.model import ConfigError
 from sparsecod.model.params import measured_counts
@@ -103,6 +104,9 @@ def test_run_config_takes_lr_from_sweep_and_vocab_from_shards(paper: Registry, t
     rc = reg.run_config("depth-L16")
     assert rc.train.lr == 6e-4 and rc.model.vocab_size == 50280 and rc.meta["group"] == "depth"
     assert reg.run_config("depth-L16@lr2e-3").train.lr == 2e-3
+    saved = reg.write_run_config("depth-L16", tmp_path / "run.yaml", tmp_path / "logs" / "run.log")
+    assert RunConfig.load(tmp_path / "run.yaml") == saved
+    assert (tmp_path / "logs" / "run.log").read_text() == "run depth-L16: lr=0.0006 steps=38147 vocab=50280\n"
 
 
 @pytest.mark.parametrize("scale", ["mini", "smoke"])

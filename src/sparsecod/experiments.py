@@ -241,6 +241,15 @@ class Registry:
                 "sweep_of": run.sweep_of, "scale": self.config.get("scale")}
         return RunConfig(run_id=run.run_id, model=model, train=train, data=str(self.data_dir()), meta=meta)
 
+    def write_run_config(self, run_id: str, out: Path, log: Path | None = None) -> RunConfig:
+        """Save `run_config(run_id)` as `out` (run.yaml) and a one-line digest to `log`."""
+        cfg = self.run_config(run_id)
+        cfg.save(out)
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(f"run {cfg.run_id}: lr={cfg.train.lr} steps={cfg.train.steps} vocab={cfg.model.vocab_size}\n")
+        return cfg
+
 
 def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
     value = config.get(key)

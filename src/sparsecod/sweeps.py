@@ -11,8 +11,9 @@ from .experiments import Sweep
 from .fileio import write_json_atomic
 
 
-def select_best(sweep: Sweep, summaries: list[Path], out: Path) -> dict[str, Any]:
-    """Read each point's summary.json, pick the lowest `final_val_loss` (diverged points never win)."""
+def select_best(sweep: Sweep, summaries: list[Path], out: Path, log: Path | None = None) -> dict[str, Any]:
+    """Read each point's summary.json, pick the lowest `final_val_loss` (diverged points never win); write the
+    result to `out` and a one-line verdict to `log`."""
     points = []
     for lr, path in zip(sweep.grid, summaries):
         s = json.loads(path.read_text())
@@ -28,4 +29,7 @@ def select_best(sweep: Sweep, summaries: list[Path], out: Path) -> dict[str, Any
     best = min(eligible, key=lambda p: p["final_val_loss"])
     result = {"sweep": sweep.name, "base": sweep.base, "best_lr": best["lr"], "best_run": best["run_id"], "points": points}
     write_json_atomic(out, result)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"sweep {sweep.name}: best lr {best['lr']} ({best['run_id']})\n")
     return result
