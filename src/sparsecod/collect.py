@@ -33,15 +33,25 @@ def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
             yield from flatten(value, f"{prefix}.{key}" if prefix else str(key))
 
 
+def last_layer_curve(log: pd.DataFrame, column: str = "out_var") -> pd.DataFrame:
+    """(step, value) of the last block's `column` from a variance log (step, layer, out_var, ...), by step."""
+    part = log[log["layer"] == log["layer"].max()].sort_values("step")
+    return pd.DataFrame({"step": part["step"].to_numpy(), "value": part[column].to_numpy()})
+
+
+def tail_mean(values: pd.Series) -> float:
+    """Mean over the last 10% (at least one) of a logged curve's points: M1 "final" values with less step noise."""
+    return float(values.iloc[-max(1, len(values) // 10):].mean())
+
+
 def last_layer_variance(log: pd.DataFrame) -> dict[str, float]:
     """M1 scalars of the last block's output x_L from a variance log (step, layer, out_var, ...)."""
-    curve = log[log["layer"] == log["layer"].max()].sort_values("step")
+    curve = last_layer_curve(log)
     if curve.empty:
         return {}
-    tail = curve.iloc[-max(1, len(curve) // 10):]
-    peak = curve.loc[curve["out_var"].idxmax()]
-    return {"final": float(curve["out_var"].iloc[-1]), "final_mean": float(tail["out_var"].mean()),
-            "peak": float(peak["out_var"]), "peak_step": float(peak["step"]), "steps": float(curve["step"].iloc[-1])}
+    peak = curve.loc[curve["value"].idxmax()]
+    return {"final": float(curve["value"].iloc[-1]), "final_mean": tail_mean(curve["value"]),
+            "peak": float(peak["value"]), "peak_step": float(peak["step"]), "steps": float(curve["step"].iloc[-1])}
 
 
 def _run_rows(run_dir: Path) -> Iterator[tuple[str, str, float]]:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..fileio import write_bytes_atomic
-from .data import Results, last_layer_curve, spearman
+from .data import Results, last_layer_curve, spearman, tail_mean
 from .reference import load_reference
 
 RHO_MIN = 0.5  # |Spearman ρ| needed for a sweep trend
@@ -38,18 +38,13 @@ EPS = f"{1e-3:g}"  # threshold ε of the M7/M8 claims (the paper's middle panel,
 # --- values -----------------------------------------------------------------------------------------------
 def aligned_last_variance(res: Results, run_ids: list[str]) -> tuple[dict[str, float], int | None]:
     """M1 Var(x_L) per run at the common step (the shortest run's last logged step), mean of the last 10%."""
-    curves = {}
-    for run in run_ids:
-        log = res.variance(run)
-        if log is not None and not log.empty:
-            curves[run] = last_layer_curve(log)
-    if not curves:
-        return {run: math.nan for run in run_ids}, None
-    step = int(min(c["step"].max() for c in curves.values()))
+    step = res.common_step(run_ids)
     out = {}
     for run in run_ids:
-        part = curves[run][curves[run]["step"] <= step]["value"] if run in curves else pd.Series(dtype=float)
-        out[run] = float(part.iloc[-max(1, len(part) // 10):].mean()) if len(part) else math.nan
+        log = res.variance(run) if step is not None else None
+        part = last_layer_curve(log) if log is not None and not log.empty else pd.DataFrame(columns=["step", "value"])
+        part = part[part["step"] <= step]["value"] if step is not None else part["value"]
+        out[run] = tail_mean(part) if len(part) else math.nan
     return out, step
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..collect import last_layer_curve, tail_mean  # noqa: F401 (re-exported for figures and claims)
+
 # Readable names of the runs whose labels do not spell them (spec §3 E5, Table 5).
 MODEL_NAMES = {"dense-400M": "Dense-400M", "moe-2BA400M": "MoE-2BA400M", "dense-1B": "Dense-1B", "moe-7BA1B": "MoE-7BA1B"}
 
@@ -84,6 +86,12 @@ class Results:
             runs[name] = [self.value(r, source, metric) for r in runs["run_id"]]
         return runs
 
+    def common_step(self, run_ids: Iterable[str]) -> int | None:
+        """Last logged step of the shortest of these runs (M1 curves compared there, e.g. Fig 5a at 2,384 steps)."""
+        ends = [self.value(r, "variance", "last_layer.steps") for r in run_ids]
+        ends = [e for e in ends if np.isfinite(e)]
+        return int(min(ends)) if ends else None
+
     def attention_lengths(self, run_ids: Iterable[str] | None = None) -> list[int]:
         """Evaluation lengths T_e with M8/M9 values (paper: 512 … 8192), ascending; optionally of some runs only."""
         part = self.summary[self.summary["source"] == "attention"]
@@ -133,12 +141,6 @@ class Results:
             if key.startswith("layer"):
                 out[int(key[5:])] = np.load(self.run_dir(run_id) / "analysis" / name)
         return dict(sorted(out.items()))
-
-
-def last_layer_curve(log: pd.DataFrame, column: str = "out_var") -> pd.DataFrame:
-    """(step, value) of the last block's `column` from a variance log."""
-    part = log[log["layer"] == log["layer"].max()].sort_values("step")
-    return pd.DataFrame({"step": part["step"].to_numpy(), "value": part[column].to_numpy()})
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

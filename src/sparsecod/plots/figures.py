@@ -16,7 +16,7 @@ import pandas as pd
 
 from .data import Results
 from .inventory import ATTENTION_DETAIL, FIGURES, SCORE_PANELS
-from .panels import (heatmap, layer_curves, paper_anchors, score_bars, score_visualization, shortest_run,
+from .panels import (heatmap, layer_curves, paper_anchors, score_bars, score_visualization,
                      sweep_lines, variance_curves)
 from .reference import load_reference
 from .style import PAPER, legend, no_data, panels, save, series_style
@@ -200,7 +200,7 @@ def _sparsity_by_layer(ax, res: Results, runs: pd.DataFrame, Te: int, eps: str =
 def fig5(res: Results, ref_dir: Path) -> Figures:
     """(a) last-layer variance aligned to the shortest run (log); (b–d) attention sparsity at the longest T_e vs T."""
     runs = res.runs("seqlen")
-    out = [_variance_with_anchors(res, ref_dir, "seqlen", "5a", log=True, align=shortest_run(res, runs),
+    out = [_variance_with_anchors(res, ref_dir, "seqlen", "5a", log=True, align=res.common_step(runs["run_id"]),
                                   title="last-layer variance by training T")]
     lengths = res.attention_lengths()
     for eps in PANEL_EPS:
@@ -266,7 +266,7 @@ def fig19(res: Results, ref_dir: Path) -> Figures:
 def fig7(res: Results, ref_dir: Path) -> Figures:
     """Last-layer variance for G = 1, 4, 16 aligned to the G = 1 run (its 4,768 steps at paper scale)."""
     runs = res.runs("gqa")
-    align = shortest_run(res, runs)
+    align = res.common_step(runs["run_id"])
     return [(_stems("fig7")[0], _variance_with_anchors(res, ref_dir, "gqa", "7", log=False, align=align,
                                                        title="last-layer variance by GQA group size"))]
 

@@ -41,13 +41,6 @@ def variance_curves(ax, res: Results, runs: pd.DataFrame, *, column: str = "out_
     legend(ax)
 
 
-def shortest_run(res: Results, runs: pd.DataFrame) -> int | None:
-    """Last logged step of the shortest run (figures aligned to it, e.g. Fig 5a at 2,384 steps)."""
-    ends = [res.value(r, "variance", "last_layer.steps") for r in runs["run_id"]]
-    ends = [e for e in ends if np.isfinite(e)]
-    return int(min(ends)) if ends else None
-
-
 def paper_anchors(ax, anchors: pd.DataFrame, figure: str, runs: pd.DataFrame, log: bool = False) -> None:
     """Digitized paper variance anchors of `figure` (peak and end per run) as hollow markers over run labels."""
     part = anchors[anchors["figure"].astype(str) == figure]
