@@ -90,7 +90,7 @@ def group_outputs(group):
 
 
 # --- figures, tables, claims (figures.smk) ------------------------------------------------------------------
-from sparsecod.plots.inventory import FIGURE_EXTS, TABLE_EXTS  # noqa: E402
+from sparsecod.plots.inventory import ITEMS  # noqa: E402
 
 REFERENCE = f"{workflow.basedir}/config/reference"
 REFERENCE_FILES = sorted(str(p) for p in Path(REFERENCE).glob("*.csv"))
@@ -100,33 +100,16 @@ def group_summaries(groups):
     return [f"{RESULTS}/summary/{g}.parquet" for g in groups]
 
 
-def figure_files(item):
-    return [f"{RESULTS}/figures/{stem}.{ext}" for stem in item.stems for ext in FIGURE_EXTS]
-
-
-def table_files(item):
-    return [f"{RESULTS}/tables/{stem}.{ext}" for stem in item.stems for ext in TABLE_EXTS]
-
-
-CLAIMS_FILES = [f"{RESULTS}/claims.md", f"{RESULTS}/claims.csv"]
-
-
-def _reported(path, category, item):
-    """PNG figures and Markdown tables go into the HTML report, captioned from the inventory."""
-    if path.endswith((".png", ".md")):
-        return report(path, caption="../report/item.rst", category=category, subcategory=item.name,
-                      labels={"item": item.name, "file": Path(path).name})
-    return path
-
+def reported_files(item):
+    """The item's output files; PNG figures and Markdown tables and claims go into the HTML report, captioned."""
+    return [report(path, caption="../report/item.rst", category=item.category, subcategory=item.name,
+                   labels={"item": item.name, "file": Path(path).name}) if path.endswith((".png", ".md")) else path
+            for path in item.files(RESULTS)]
 
 
 def all_outputs():
     """Every run's outputs (through the summary), every figure and table, and the claims verdict."""
-    from sparsecod.plots.inventory import FIGURES, TABLES
-
-    figures = [f for item in FIGURES.values() for f in figure_files(item)]
-    tables = [f for item in TABLES.values() for f in table_files(item)]
-    return [f"{RESULTS}/summary.parquet", *figures, *tables, *CLAIMS_FILES]
+    return [f"{RESULTS}/summary.parquet", *(f for item in ITEMS.values() for f in item.files(RESULTS))]
 
 
 def train_resources(wildcards):

@@ -1,7 +1,9 @@
-"""What every figure and table of the paper is made of (spec §4): output stems and the experiment groups it reads.
+"""What every figure and table of the paper and the claims verdict are made of (spec §4, §5): output files and
+the experiment groups each reads.
 
 Imported by the Snakefile, so it imports nothing heavy. A figure `figN` is one Snakemake job writing all its
-panels as `figures/<stem>.pdf` and `.png`; a table `tableN` writes `tables/<stem>.{csv,md,tex}`.
+panels as `figures/<stem>.pdf` and `.png`; a table `tableN` writes `tables/<stem>.{csv,md,tex}`; `claims` writes
+`claims.{md,csv}` (paths relative to the results directory).
 Figures 20–25 (score visualizations of "three of the five λ / six T", spec §4 [CHOICE]) are drawn for every run:
 Fig 20 = λ 0 and 0.01, Fig 21 = λ 0.1, Fig 22 = λ 1.0 and 3.0, Fig 23 = T 256 and 512, Fig 24 = T 1024 and 2048,
 Fig 25 = T 4096 and 8192 (panel letters a/b in that order).
@@ -11,15 +13,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..experiments import GROUPS
+
 
 @dataclass(frozen=True)
 class Item:
-    """One figure or table: its target name, output stems (one per panel file), the groups whose runs it reads."""
+    """One figure, table or the claims: target name, output stems (one per panel file), the groups whose runs it
+    reads, its report caption, and where its files go: `<results>/<folder>/<stem>.<ext>` for every ext."""
 
     name: str
     stems: tuple[str, ...]
     groups: tuple[str, ...]
     caption: str
+    folder: str = "figures"
+    exts: tuple[str, ...] = ("pdf", "png")
+    category: str = "Figures"  # of the HTML report
+
+    def files(self, results: str) -> list[str]:
+        base = f"{results}/{self.folder}/" if self.folder else f"{results}/"
+        return [f"{base}{stem}.{ext}" for stem in self.stems for ext in self.exts]
 
 
 def _fig(n: int, stems: str, groups: str, caption: str) -> Item:
@@ -94,17 +106,26 @@ FIGURES: dict[str, Item] = {item.name: item for item in [
     *[_score_figure(n) for n in SCORE_PANELS],
 ]}
 
+def _table(n: int, slug: str, group: str, caption: str) -> Item:
+    return Item(f"table{n}", (f"table{n}_{slug}",), (group,), caption, "tables", ("csv", "md", "tex"), "Tables")
+
+
 TABLES: dict[str, Item] = {item.name: item for item in [
-    Item("table1", ("table1_depth",), ("depth",),
-         "Depth (E1): parameters, effective/wasted layers (M6), PPL (M11), MMLU acc, ARC-C, ARC-E, HellaSwag acc_norm (M12)."),
-    Item("table2", ("table2_weight_decay",), ("weight_decay",), "Weight decay (E2): PPL (M11), causal, permutation, usefulness (M4–M6)."),
-    Item("table3", ("table3_seqlen",), ("seqlen",), "Sequence length (E3): PPL (M11), causal, permutation, usefulness (M4–M6)."),
-    Item("table4", ("table4_gqa",), ("gqa",), "GQA group size (E4): PPL (M11), causal, permutation, usefulness (M4–M6)."),
-    Item("table5", ("table5_moe",), ("moe",), "MoE vs dense (E5): PPL (M11), causal, permutation, usefulness (M4–M6)."),
-    Item("table6", ("table6_depth_configs",), ("depth",), "Depth model configurations (E1) as run, next to the paper's."),
-    Item("table7", ("table7_moe_configs",), ("moe",), "MoE and dense model configurations (E5) as run, next to the paper's."),
-    Item("table8", ("table8_ablation_configs",), ("ablation",), "Ablation model configurations (E6) as run, next to the paper's."),
+    _table(1, "depth", "depth",
+           "Depth (E1): parameters, effective/wasted layers (M6), PPL (M11), MMLU acc, ARC-C, ARC-E, HellaSwag acc_norm (M12)."),
+    _table(2, "weight_decay", "weight_decay", "Weight decay (E2): PPL (M11), causal, permutation, usefulness (M4–M6)."),
+    _table(3, "seqlen", "seqlen", "Sequence length (E3): PPL (M11), causal, permutation, usefulness (M4–M6)."),
+    _table(4, "gqa", "gqa", "GQA group size (E4): PPL (M11), causal, permutation, usefulness (M4–M6)."),
+    _table(5, "moe", "moe", "MoE vs dense (E5): PPL (M11), causal, permutation, usefulness (M4–M6)."),
+    _table(6, "depth_configs", "depth", "Depth model configurations (E1) as run, next to the paper's."),
+    _table(7, "moe_configs", "moe", "MoE and dense model configurations (E5) as run, next to the paper's."),
+    _table(8, "ablation_configs", "ablation", "Ablation model configurations (E6) as run, next to the paper's."),
 ]}
 
-FIGURE_EXTS = ("pdf", "png")
-TABLE_EXTS = ("csv", "md", "tex")
+CLAIMS = Item("claims", ("claims",), GROUPS,
+              "Each claim of the paper evaluated on this workflow's runs: the statistic used (Spearman ρ over a sweep, "
+              "a ratio or a difference), our value, the paper's value computed the same way from config/reference "
+              "(spec §5), and a verdict (reproduced / not reproduced / not enough runs). At small scales most "
+              "verdicts can be \"not reproduced\": that is a result, not an error.",
+              "", ("md", "csv"), "Claims")
+ITEMS: dict[str, Item] = {**FIGURES, **TABLES, CLAIMS.name: CLAIMS}

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import Results
-from .inventory import FIGURES, TABLES
+from .inventory import CLAIMS, FIGURES, ITEMS, TABLES
 
 
 def render_items(names: Sequence[str], results_dir: str | os.PathLike, summaries: Sequence[str | os.PathLike],
                  ref_dir: str | os.PathLike) -> list[Path]:
     """Render every name (figN, tableN, claims) into `results_dir`; returns the written files."""
-    unknown = [n for n in names if n not in FIGURES and n not in TABLES and n != "claims"]
+    unknown = [n for n in names if n not in ITEMS]
     if unknown:
         raise ValueError(f"unknown name(s) {unknown}: use fig1 … fig{len(FIGURES)}, table1 … table{len(TABLES)} "
                          "or claims")
@@ -24,15 +24,15 @@ def render_items(names: Sequence[str], results_dir: str | os.PathLike, summaries
         if name in FIGURES:
             from .figures import render
 
-            written += render(name, res, ref_dir, out_dir / "figures")
+            written += render(name, res, ref_dir, out_dir / FIGURES[name].folder)
         elif name in TABLES:
             from .tables import render_table
 
-            written += render_table(name, res, ref_dir, out_dir / "tables")
+            written += render_table(name, res, ref_dir, out_dir / TABLES[name].folder)
         else:
             from .claims import write_claims
 
-            paths = [out_dir / "claims.md", out_dir / "claims.csv"]
+            paths = [Path(p) for p in CLAIMS.files(str(out_dir))]  # .md, .csv
             write_claims(res, ref_dir, *paths)
             written += paths
     return written
