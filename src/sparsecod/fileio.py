@@ -52,6 +52,11 @@ def write_parquet_atomic(path: str | os.PathLike, table: pd.DataFrame) -> Path:
     return write_bytes_atomic(path, buf.getvalue())
 
 
+def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame) -> Path:
+    """A DataFrame as CSV (no index) written atomically."""
+    return write_bytes_atomic(path, table.to_csv(index=False).encode())
+
+
 @contextlib.contextmanager
 def replace_dir_atomic(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory beside `path`; on success it replaces `path` (0755)."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..fileio import write_bytes_atomic
+from ..fileio import write_bytes_atomic, write_csv_atomic
 from .checkpoint import resolve_model_dir
 from .tasks import DEFAULT_TASKS, GROUP_PREFIX, hf_offline, require_hub, resolve_data_dir, write_offline_groups
 
@@ -98,7 +98,7 @@ def evaluate_run(
         for task, records in samples.items():
             lines = "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in records)
             write_bytes_atomic(sample_dir / f"{task}.jsonl", lines.encode())
-    write_bytes_atomic(out_dir / "downstream.csv", table.to_csv(index=False).encode())
+    write_csv_atomic(out_dir / "downstream.csv", table)
     text = json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n"
     write_bytes_atomic(out_dir / "lm_eval.json", text.encode())  # last: the workflow's declared output
     return table

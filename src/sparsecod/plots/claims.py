@@ -15,7 +15,6 @@ digitized anchors (variance_anchors.csv: `end`, or `at` 2,384 steps for Fig 5a).
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from pathlib import Path
@@ -23,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..fileio import write_bytes_atomic
-from .data import Results, last_layer_curve, spearman, tail_mean
+from ..fileio import write_bytes_atomic, write_csv_atomic
+from ..collect import last_layer_curve, tail_mean
+from .data import Results, spearman
 from .reference import load_reference
 
 RHO_MIN = 0.5  # |Spearman ρ| needed for a sweep trend
@@ -234,8 +234,6 @@ def write_claims(res: Results, ref_dir: Path, out_md: Path, out_csv: Path) -> pd
     """Evaluate the claims and write them atomically as Markdown (`out_md`) and CSV (`out_csv`)."""
     claims = evaluate_claims(res, ref_dir)
     scales = res.summary["scale"].dropna().astype(str).unique() if "scale" in res.summary else []
-    buf = io.StringIO()
-    claims.to_csv(buf, index=False)
-    write_bytes_atomic(out_csv, buf.getvalue().encode())
+    write_csv_atomic(out_csv, claims)
     write_bytes_atomic(out_md, claims_markdown(claims, ", ".join(scales) or "unknown").encode())
     return claims

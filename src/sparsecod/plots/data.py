@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..collect import last_layer_curve, tail_mean  # noqa: F401 (re-exported for figures and claims)
-
 # Readable names of the runs whose labels do not spell them (spec §3 E5, Table 5).
 MODEL_NAMES = {"dense-400M": "Dense-400M", "moe-2BA400M": "MoE-2BA400M", "dense-1B": "Dense-1B", "moe-7BA1B": "MoE-7BA1B"}
 

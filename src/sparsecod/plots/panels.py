@@ -13,7 +13,8 @@ import matplotlib
 from matplotlib import colors as mcolors
 from matplotlib import cm
 
-from .data import Results, last_layer_curve
+from ..collect import last_layer_curve
+from .data import Results
 from .style import HEATMAP_CMAP, PAPER, SEQUENTIAL_CMAP, legend, no_data, series_style
 
 

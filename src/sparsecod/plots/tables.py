@@ -9,7 +9,6 @@ Missing runs, metrics or paper rows leave empty cells; the CSV keeps full precis
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..fileio import write_bytes_atomic
+from ..fileio import write_bytes_atomic, write_csv_atomic
 from ..model.config import ModelConfig
 from .data import MODEL_NAMES, Results
 from .inventory import TABLES
@@ -284,9 +283,7 @@ def render_table(name: str, res: Results, ref_dir: Path, out_dir: Path) -> list[
     item = TABLES[name]
     stem, formats = item.stems[0], _formats(name)
     caption = f"Table {name.removeprefix('table')}. {item.caption}"
-    buf = io.StringIO()
-    df.to_csv(buf, index=False)
     out_dir = Path(out_dir)
-    return [write_bytes_atomic(out_dir / f"{stem}.csv", buf.getvalue().encode()),
+    return [write_csv_atomic(out_dir / f"{stem}.csv", df),
             write_bytes_atomic(out_dir / f"{stem}.md", to_markdown(df, formats, caption).encode()),
             write_bytes_atomic(out_dir / f"{stem}.tex", to_latex(df, formats, caption, stem).encode())]
