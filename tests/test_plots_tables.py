@@ -138,3 +138,19 @@ def test_helpers() -> None:
     assert latex_escape("a_b & 5% #1 λ=0.3 {x}") == r"a\_b \& 5\% \#1 $\lambda$=0.3 \{x\}"
     assert parse_count("900M") == 9e8 and parse_count("1.176B") == pytest.approx(1.176e9)
     assert parse_count(12) == 12.0 and math.isnan(parse_count("")) and math.isnan(parse_count(np.nan))
+
+
+def test_a_run_that_never_finished_keeps_its_row(tmp_path) -> None:
+    import shutil
+
+    from sparsecod.collect import collect
+
+    reg = make_results(tmp_path / "results", trend=1)
+    shutil.rmtree(reg.run_dir("depth-L24"))
+    summary = tmp_path / "depth.parquet"
+    collect(reg, summary, groups=["depth"])
+    table = build_table("table1", Results.load(reg.results, [summary]), REF)
+    assert list(table["run_id"]) == reg.group_runs["depth"]
+    row = table.set_index("run_id").loc["depth-L24"]
+    assert pd.isna(row["ppl"]) and pd.isna(row["params"]) and row["ppl_paper"] > 0
+    assert table.set_index("run_id").drop("depth-L24")["ppl"].notna().all()

@@ -55,7 +55,10 @@ def last_layer_variance(log: pd.DataFrame) -> dict[str, float]:
 
 
 def _run_rows(run_dir: Path) -> Iterator[tuple[str, str, float]]:
+    """(source, metric, value) of one run directory; always ("run", "trained", 1/0), so that a run with no
+    finished file still has a row and tables show it with empty cells rather than dropping it."""
     summary = run_dir / "summary.json"
+    yield "run", "trained", float(summary.is_file())
     if summary.is_file():
         scalars = {k: v for k, v in json.loads(summary.read_text()).items() if k != "config"}  # run.yaml has it
         for metric, value in flatten(scalars):
@@ -77,8 +80,8 @@ def _run_rows(run_dir: Path) -> Iterator[tuple[str, str, float]]:
 
 
 def build_summary(reg: Registry, groups: Sequence[str] | None = None) -> pd.DataFrame:
-    """The tidy table of every paper run id (aliases included) of `groups` (default: all); missing files simply
-    contribute no rows."""
+    """The tidy table of every paper run id (aliases included) of `groups` (default: all); a run's missing files
+    contribute no rows beyond its ("run", "trained", 0) row."""
     rows: list[dict[str, Any]] = []
     for run_id in reg.all_ids() if groups is None else [r for g in groups for r in reg.group_runs[g]]:
         spec = reg.spec(run_id)
