@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from _plots_testutil import ROOT, make_results
+from sparsecod.collect import collect
 from sparsecod.plots.data import Results
 from sparsecod.plots.inventory import TABLES
 from sparsecod.plots.reference import load_reference
@@ -141,10 +143,6 @@ def test_helpers() -> None:
 
 
 def test_a_run_that_never_finished_keeps_its_row(tmp_path) -> None:
-    import shutil
-
-    from sparsecod.collect import collect
-
     reg = make_results(tmp_path / "results", trend=1)
     shutil.rmtree(reg.run_dir("depth-L24"))
     summary = tmp_path / "depth.parquet"

@@ -58,8 +58,9 @@ def _run_rows(run_dir: Path) -> Iterator[tuple[str, str, float]]:
     """(source, metric, value) of one run directory; always ("run", "trained", 1/0), so that a run with no
     finished file still has a row and tables show it with empty cells rather than dropping it."""
     summary = run_dir / "summary.json"
-    yield "run", "trained", float(summary.is_file())
-    if summary.is_file():
+    trained = summary.is_file()
+    yield "run", "trained", float(trained)
+    if trained:
         scalars = {k: v for k, v in json.loads(summary.read_text()).items() if k != "config"}  # run.yaml has it
         for metric, value in flatten(scalars):
             yield "train", metric, value
