@@ -113,8 +113,11 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
         ratio = np.where(np.arange(L) < n_useful, 1.3, 1.02)
         table = pd.DataFrame({"variant": "correct", "layer": np.arange(L), "loss_lin": 5 * ratio,
                               "loss_increase": 5 * ratio - 5, "ratio": ratio, "useful": ratio > 1.1, "ridge": False})
+        n_released = min(L, n_useful + 1)  # the released code's map (D1) keeps one more layer useful
         write_result(adir, "usefulness", MetricResult({"usefulness": n_useful / L, "effective_layers": n_useful,
-                                                       "wasted_layers": L - n_useful, "baseline_loss": 5.0}, table), meta)
+                                                       "wasted_layers": L - n_useful, "baseline_loss": 5.0,
+                                                       "usefulness_transpose_bug": n_released / L,
+                                                       "effective_layers_transpose_bug": n_released}, table), meta)
     if "perplexity" in analyses:
         write_result(adir, "perplexity", MetricResult({"loss": 5 + 0.1 * s, "ppl": float(np.exp(5 + 0.1 * s))}), meta)
     if "jacobian" in analyses:

@@ -80,6 +80,10 @@ def test_table1_depth_columns(res, tmp_path) -> None:
                         ("arc_e_acc_norm", "arc_easy.acc_norm"), ("hellaswag_acc_norm", "hellaswag.acc_norm")):
         assert table.loc["depth-L24", col] == pytest.approx(res.value("depth-L24", "eval", metric))
     ref = load_reference(REF, "table1_depth").set_index("depth")
+    assert table.loc["depth-L16", "effective_layers_released"] == res.value("depth-L16", "usefulness",
+                                                                           "effective_layers_transpose_bug")
+    assert table.loc["depth-L16", "effective_layers_released"] == table.loc["depth-L16", "effective_layers"] + 1
+    assert table.loc["depth-L16", "effective_layers_released_paper"] == ref.loc[16, "effective_layers"]
     assert table.loc["depth-L32", "wasted_layers_paper"] == ref.loc[32, "wasted_layers"]
     assert table.loc["depth-L32", "hellaswag_acc_norm_paper"] == pytest.approx(ref.loc[32, "hellaswag_acc_norm"])
 

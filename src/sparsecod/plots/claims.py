@@ -105,20 +105,26 @@ def pair_claim(claim_id: str, claim: str, group: str, statistic: str, kind: str,
 
 # --- the claims -------------------------------------------------------------------------------------------
 def _depth_claims(res: Results, anchors: pd.DataFrame, fig2c: pd.DataFrame) -> list[dict]:
-    """E1 (Fig 2a, 2c; Table 1): variance rises, usefulness / causal / permutation scores fall with depth."""
+    """E1 (Fig 2a, 2c; Table 1): variance rises, usefulness / causal / permutation scores fall with depth.
+
+    Usefulness is checked twice (spec M6, D1): with the correct linear map and with the released code's map.
+    """
     runs = res.runs("depth")
     ids = runs["run_id"].tolist()
     var, step = aligned_last_variance(res, ids)
     rows = [trend_claim("E1-variance", "Last-layer variance grows with depth (Fig 2a)", "depth",
                         "Spearman ρ(L, Var(x_L))", +1, runs, "label_depth", var, _paper_trend(anchors, "2a", "end"),
                         f"Var at step {step}" if step else "")]
-    for metric, source, key, name in (("usefulness", "usefulness", "usefulness", "U"),
-                                      ("causal", "causal", "causal_global", "C_global"),
-                                      ("permutation", "permutation", "permutation_global", "P_global")):
+    for claim_id, metric, (source, key), name, note in (
+            ("E1-usefulness", "usefulness", ("usefulness", "usefulness"), "U", ""),
+            ("E1-usefulness-released", "usefulness", ("usefulness", "usefulness_transpose_bug"), "U_released",
+             "M6 with the released code's map x Wᵀ + b (spec D1), the map behind the paper's numbers"),
+            ("E1-causal", "causal", ("causal", "causal_global"), "C_global", ""),
+            ("E1-permutation", "permutation", ("permutation", "permutation_global"), "P_global", "")):
         y = {r: res.value(r, source, key) for r in ids}
-        rows.append(trend_claim(f"E1-{metric}", f"{metric.capitalize()} score falls with depth (Fig 2c)", "depth",
-                                f"Spearman ρ(L, {name})", -1, runs, "label_depth", y,
-                                spearman(fig2c["depth"].tolist(), fig2c[metric].tolist())))
+        claim = f"{metric.capitalize()} score falls with depth (Fig 2c{', released code, D1' if note else ''})"
+        rows.append(trend_claim(claim_id, claim, "depth", f"Spearman ρ(L, {name})", -1, runs, "label_depth", y,
+                                spearman(fig2c["depth"].tolist(), fig2c[metric].tolist()), note))
     return rows
 
 

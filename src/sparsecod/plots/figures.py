@@ -22,6 +22,7 @@ from .reference import load_reference
 from .style import PAPER, legend, no_data, panels, save, series_style
 
 PANEL_EPS = ("0.01", "0.001", "0.0001")  # M7/M8 default panels ε ∈ {1e-2, 1e-3, 1e-4}
+USEFULNESS_RELEASED = "usefulness (released code, D1)"  # M6 with the released code's map x Wᵀ + b
 Figures = list[tuple[str, object]]
 
 
@@ -102,11 +103,13 @@ def fig2(res: Results, ref_dir: Path) -> Figures:
     else:
         no_data(ax, "jacobian analysis")
     metrics = {"causal": ("causal", "causal_global"), "permutation": ("permutation", "permutation_global"),
-               "usefulness": ("usefulness", "usefulness")}
+               "usefulness": ("usefulness", "usefulness"),
+               USEFULNESS_RELEASED: ("usefulness", "usefulness_transpose_bug")}  # spec D1: the paper's numbers
     df = res.scalars("depth", metrics)
     ref = load_reference(ref_dir, "fig2c_depth_scores").set_index("depth")
+    ref[USEFULNESS_RELEASED] = ref["usefulness"]
     depths = [int(float(v)) for v in df.get("label_depth", [])]
-    fig_c, (ax,) = panels(1, size=(5.0, 3.2))
+    fig_c, (ax,) = panels(1, size=(6.0, 3.2))
     score_bars(ax, list(df["label"]), {m: df[m] for m in metrics},
                {m: [ref[m].get(d, np.nan) for d in depths] for m in metrics}, xlabel="depth")
     return list(zip(_stems("fig2"), (a, fig_b, fig_c)))

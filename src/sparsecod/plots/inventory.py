@@ -68,8 +68,8 @@ FIGURES: dict[str, Item] = {item.name: item for item in [
          "usefulness U (M6, top axis); bold = kept ingredients, faded = side branches; hollow markers = paper."),
     _fig(2, "a_depth_variance b_depth_jacobian c_depth_scores", "depth",
          "Depth scaling (E1): (a) last-layer variance Var(x_L) vs training step (M1, log axis), (b) Jacobian "
-         "deviation ‖J̄−I‖_F/d per layer (M3), (c) causal, permutation and usefulness scores (M4–M6) with the "
-         "paper's bar values as hollow markers."),
+         "deviation ‖J̄−I‖_F/d per layer (M3), (c) causal, permutation and usefulness scores (M4–M6), plus "
+         "usefulness under the released code's map x Wᵀ + b (D1), with the paper's bar values as hollow markers."),
     _fig(3, "_depth_jacobian_heatmaps", "depth",
          "Averaged block Jacobians J̄ (M3b) at layer L−2 of each depth model, top-left 64×64 block, shared colour scale."),
     _fig(4, "a_wd_variance b_wd_weight_sparsity c_wd_weight_sparsity d_wd_weight_sparsity", "weight_decay",
@@ -112,7 +112,8 @@ def _table(n: int, slug: str, group: str, caption: str) -> Item:
 
 TABLES: dict[str, Item] = {item.name: item for item in [
     _table(1, "depth", "depth",
-           "Depth (E1): parameters, effective/wasted layers (M6), PPL (M11), MMLU acc, ARC-C, ARC-E, HellaSwag acc_norm (M12)."),
+           "Depth (E1): parameters, effective/wasted layers (M6; also effective layers under the released "
+           "code's map x Wᵀ + b, D1), PPL (M11), MMLU acc, ARC-C, ARC-E, HellaSwag acc_norm (M12)."),
     _table(2, "weight_decay", "weight_decay", "Weight decay (E2): PPL (M11), causal, permutation, usefulness (M4–M6)."),
     _table(3, "seqlen", "seqlen", "Sequence length (E3): PPL (M11), causal, permutation, usefulness (M4–M6)."),
     _table(4, "gqa", "gqa", "GQA group size (E4): PPL (M11), causal, permutation, usefulness (M4–M6)."),
