@@ -150,7 +150,8 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
     if spec.evaluate:
         gain = KEPT_GAIN.get(run_id, 16 / L - 1) * trend
         (out / "eval").mkdir()
-        pd.DataFrame([{"task": t, "metric": m, "value": base + gain, "stderr": 1.0, "n": 8} for t, m, base in
-                      [("arc_challenge", "acc_norm", 30.0), ("hellaswag", "acc_norm", 49.0),
-                       ("arc_easy", "acc_norm", 55.0), ("mmlu", "acc", 25.0)]]).to_csv(out / "eval" / "downstream.csv",
-                                                                                            index=False)
+        scores = [("arc_challenge", "acc_norm", 30.0), ("hellaswag", "acc_norm", 49.0),
+                  ("arc_easy", "acc_norm", 55.0), ("mmlu", "acc", 25.0)]
+        pd.DataFrame([{"task": t, "metric": m, "value": base + gain, "stderr": 1.0, "n": 8}
+                      for t, m, base in scores if t in reg.evaluation_tasks(run_id)]).to_csv(
+            out / "eval" / "downstream.csv", index=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,21 @@ def test_every_scale_defines_the_same_runs(paper: Registry, scale: str) -> None:
     assert set(small.sweeps) == set(paper.sweeps)
     for run_id in paper.all_ids():
         assert small.spec(run_id).analyses == paper.spec(run_id).analyses
-        assert small.spec(run_id).evaluate == paper.spec(run_id).evaluate
+        assert bool(small.spec(run_id).evaluate) == bool(paper.spec(run_id).evaluate)
+        assert set(small.spec(run_id).evaluate) <= set(paper.spec(run_id).evaluate)  # mini and smoke may drop MMLU
+
+
+def test_each_group_scores_its_own_tasks_and_aliases_share_one_evaluation(paper: Registry) -> None:
+    assert paper.evaluation_tasks("depth-L16") == ["mmlu", "arc_easy", "arc_challenge", "hellaswag"]  # Table 1
+    assert paper.evaluation_tasks("abl-A4") == ["arc_challenge", "hellaswag"]  # spec E6: Fig 1
+    assert paper.evaluation_tasks("wd-0.1") == [] and not paper.spec("wd-0.1").evaluate
+    cfg = copy.deepcopy(paper.config)
+    cfg["groups"]["seqlen"]["evaluate"] = ["hellaswag"]
+    cfg["groups"]["gqa"]["evaluate"] = ["arc_easy"]
+    reg = Registry(cfg)  # seq-4096 = gqa-G1 = dense-1B train once, so they are scored once on the union
+    for run_id in ("seq-4096", "gqa-G1", "dense-1B"):
+        assert reg.evaluation_tasks(run_id) == ["arc_easy", "hellaswag"]
+    assert reg.spec("dense-1B").evaluate == () and reg.spec("gqa-G1").evaluate == ("arc_easy",)
 
 
 @pytest.mark.parametrize(
@@ -129,12 +144,14 @@ def test_every_scale_defines_the_same_runs(paper: Registry, scale: str) -> None:
         (lambda c: c["groups"]["depth"]["runs"]["depth-L12"].update(bogus=1), "bogus"),
         (lambda c: c["lr"].update(shallow={"sweep": "missing"}), "missing"),
         (lambda c: c["groups"].pop("gqa"), "groups.gqa is missing"),
+        (lambda c: c["groups"]["ablation"].update(evaluate=["hellaswag", "piqa"]), "not there: ['piqa']"),
+        (lambda c: c["groups"]["depth"].update(evaluate="mmlu"), "groups.depth.evaluate='mmlu': give true, false"),
     ],
 )
 def test_bad_configs_name_the_key(paper: Registry, edit, message: str) -> None:
     cfg = copy.deepcopy(paper.config)
     edit(cfg)
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Registry(cfg)
 
 

@@ -12,9 +12,10 @@ from sparsecod.plots.data import Results
 from sparsecod.plots.reference import load_reference
 
 REF = ROOT / "config" / "reference"
-CLAIM_IDS = ["E1-variance", "E1-usefulness", "E1-usefulness-released", "E1-causal", "E1-permutation", "E2-variance", "E2-weight-sparsity",
-             "E3-attention-sparsity", "E3-variance", "E4-variance", "E4-mqa-vs-mha", "E5-variance-400M",
-             "E5-usefulness-400M", "E5-variance-1B", "E5-usefulness-1B", "E6-accuracy"]
+CLAIM_IDS = ["E1-variance", "E1-usefulness", "E1-usefulness-released", "E1-causal", "E1-permutation",
+             "E2-variance", "E2-weight-sparsity", "E3-attention-sparsity", "E3-variance", "E4-variance",
+             "E4-mqa-vs-mha", "E5-variance-400M", "E5-usefulness-400M", "E5-variance-1B", "E5-usefulness-1B",
+             "E6-accuracy"]
 
 
 @pytest.fixture(scope="module")

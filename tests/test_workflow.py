@@ -100,6 +100,32 @@ def test_config_errors_stop_before_any_job(edit, message: str, tmp_path: Path) -
     assert "Job stats" not in result.stdout
 
 
+def test_only_a_change_of_training_retrains(tmp_path: Path) -> None:
+    """Labels, analyses, evaluation tasks and key order leave a run.yaml (and so its training) alone."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["results"] = results = str(tmp_path / "results")
+    meta = tmp_path / "results" / "data" / config["data"]["id"] / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text('{"vocab_size": 2048}')
+    target, cfg = f"{results}/runs/sub-L16/run.yaml", tmp_path / "cfg.yaml"
+
+    def plan(edit=None) -> str:
+        if edit:
+            edit(config["groups"]["sublayer"])
+        cfg.write_text(yaml.safe_dump(config))
+        result = snakemake(target, "-n", "--configfile", str(cfg))
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))  # the plans below write sorted keys: order is no change
+    assert snakemake(target, "-c1", "--configfile", str(cfg)).returncode == 0 and Path(target).is_file()
+    assert "Nothing to be done" in plan(lambda g: g.update(analyses=["kurtosis"], evaluate=["hellaswag"]))
+    assert "Nothing to be done" in plan(lambda g: g["runs"]["sub-L16"].update(labels={"depth": 16, "note": "x"}))
+    assert job_counts(plan(lambda g: g["train"].update(seed=7))) == {"run_config": 1}
+
+
 def test_envs_pin_what_pyproject_pins() -> None:
     import tomllib
 
@@ -134,8 +160,9 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
         for family in reg.analyses(run_id):
             if family in reg.spec(run_id).analyses:
                 assert (rows.source == family).any(), (run_id, family)
-        if reg.spec(run_id).evaluate:
-            assert set(rows[rows.source == "eval"].metric) >= {"arc_easy.acc_norm", "hellaswag.acc_norm", "mmlu.acc"}
+        if reg.spec(run_id).evaluate:  # depth: all four tasks (Table 1); ablation: ARC-C, HellaSwag (Fig 1)
+            metrics = {f"{t}.{'acc' if t == 'mmlu' else 'acc_norm'}" for t in reg.evaluation_tasks(run_id)}
+            assert set(rows[rows.source == "eval"].metric) >= metrics and len(metrics) >= 2, run_id
     for sweep in reg.sweeps:
         assert (results / "sweeps" / f"{sweep}.json").is_file()
     from sparsecod.plots.inventory import FIGURES, TABLES

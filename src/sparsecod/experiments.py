@@ -42,7 +42,7 @@ class RunSpec:
     lr_sweep: str | None = None
     labels: dict[str, Any] = field(default_factory=dict, compare=False)
     analyses: tuple[str, ...] = field(default=(), compare=False)
-    evaluate: bool = field(default=False, compare=False)
+    evaluate: tuple[str, ...] = field(default=(), compare=False)  # M12 tasks (spec E1: all four; E6: ARC-C, HellaSwag)
     sweep_of: str | None = field(default=None, compare=False)
 
     @property
@@ -103,11 +103,25 @@ class Registry:
         self.group_runs[group] = []
         for run_id, overrides in (spec.get("runs") or {}).items():
             run = self._make_run(group, run_id, {**base, **(overrides or {})},
-                                 tuple(spec.get("analyses", ())), bool(spec.get("evaluate", False)))
+                                 tuple(spec.get("analyses", ())), self._group_tasks(group, spec.get("evaluate")))
             self._register(run)
             self.group_runs[group].append(run_id)
 
-    def _make_run(self, group: str, run_id: str, settings: dict[str, Any], analyses: tuple, evaluate: bool) -> RunSpec:
+    def _group_tasks(self, group: str, evaluate: Any) -> tuple[str, ...]:
+        """`groups.<g>.evaluate`: true = every task of `evaluation.tasks`, a list = those of them, false = none."""
+        tasks = self._all_tasks()
+        if evaluate is None or evaluate is False:
+            return ()
+        if evaluate is True:
+            return tasks
+        unknown = [t for t in evaluate if t not in tasks] if isinstance(evaluate, list) else [evaluate]
+        if unknown:
+            raise ConfigError(f"groups.{group}.evaluate={evaluate!r}: give true, false or a list of tasks from "
+                              f"evaluation.tasks {list(tasks)}; not there: {unknown}")
+        return tuple(t for t in tasks if t in evaluate)
+
+    def _make_run(self, group: str, run_id: str, settings: dict[str, Any], analyses: tuple,
+                  evaluate: tuple[str, ...]) -> RunSpec:
         where = f"groups.{group}.runs.{run_id}"
         bad = set(settings) - _TRAIN_KEYS - _RUN_ONLY_KEYS
         if bad:
@@ -175,7 +189,7 @@ class Registry:
             run_id = f"{base.run_id}@lr{lr_tag(lr)}"
             train = dataclasses.replace(base.train, lr=lr, steps=steps, stop_after=None, warmup_steps=warmup)
             point = dataclasses.replace(base, run_id=run_id, train=train, lr_sweep=None, sweep_of=name,
-                                        analyses=(), evaluate=False)
+                                        analyses=(), evaluate=())
             self.runs[run_id] = point
             points.append(run_id)
         self.sweeps[name] = Sweep(name, base.run_id, grid, fraction, tuple(points))
@@ -200,6 +214,16 @@ class Registry:
         canonical = self.canonical(run_id)
         ids = [canonical] + [a for a, c in self.aliases.items() if c == canonical]
         return list(dict.fromkeys(m for i in ids for m in self.spec(i).analyses))
+
+    def evaluation_tasks(self, run_id: str) -> list[str]:
+        """M12 tasks scored on a trained run: the union over the run and its aliases, in `evaluation.tasks` order."""
+        canonical = self.canonical(run_id)
+        wanted = {t for i in [canonical] + [a for a, c in self.aliases.items() if c == canonical]
+                  for t in self.spec(i).evaluate}
+        return [t for t in self._all_tasks() if t in wanted]
+
+    def _all_tasks(self) -> tuple[str, ...]:
+        return tuple((self.config.get("evaluation") or {}).get("tasks") or ())
 
     def all_ids(self) -> list[str]:
         """Every paper run id (aliases included), in group order; sweep points excluded."""

@@ -13,6 +13,9 @@ rule collect_group:
         lambda w: group_outputs(w.group),
     output:
         f"{RESULTS}/summary/{{group}}.parquet",
+    params:
+        # relabelled runs re-collect (sorted keys: reordering the config re-runs nothing)
+        labels=lambda w: json.dumps({r: REG.spec(r).labels for r in REG.group_runs[w.group]}, sort_keys=True),
     log:
         f"{RESULTS}/logs/collect/{{group}}.log",
     resources:

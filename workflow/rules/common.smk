@@ -24,8 +24,10 @@ REG = Registry(config)
 RESULTS = str(REG.results)
 DATA = str(REG.data_dir())
 RES = config["resources"]
-# analysis settings handed to `sparsecod analyze` (the job-layout switch stays in the workflow)
-ANALYSIS_SETTINGS = json.dumps({k: v for k, v in config["analysis"].items() if k != "one_job_per_run"})
+# analysis settings handed to `sparsecod analyze` (the job-layout switch stays in the workflow); sorted keys,
+# so reordering the config (or writing it with yaml.safe_dump) re-runs nothing
+ANALYSIS_SETTINGS = json.dumps({k: v for k, v in config["analysis"].items() if k != "one_job_per_run"},
+                               sort_keys=True)
 # Every rule runs the package from this checkout, whether it is pip-installed, in a conda env or neither.
 SPARSECOD = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m sparsecod"
 

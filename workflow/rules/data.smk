@@ -5,7 +5,7 @@ rule tokenize:
     output:
         meta=f"{DATA}/meta.json",
     params:
-        data=json.dumps({k: v for k, v in config["data"].items() if k != "id"}),
+        data=json.dumps({k: v for k, v in config["data"].items() if k != "id"}, sort_keys=True),
         out=lambda w, output: str(Path(output.meta).parent),
         cli=SPARSECOD,
     log:

@@ -14,7 +14,9 @@ rule run_config:
     output:
         f"{RESULTS}/runs/{{run}}/run.yaml",
     params:
-        spec=lambda w: repr(REG.runs[w.run]),
+        # what determines the weights (model, training settings, LR sweep): a change of a group's labels,
+        # analyses or evaluation tasks re-runs those jobs, never the training
+        spec=lambda w: repr(REG.runs[w.run].training_key),
     log:
         f"{RESULTS}/logs/run_config/{{run}}.log",
     run:

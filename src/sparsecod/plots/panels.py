@@ -120,8 +120,8 @@ def score_bars(ax, labels: Sequence[str], scores: dict[str, Sequence[float]],
         values = np.asarray(values, dtype=float)
         st = series_style(i, n)
         pos = x + (i - (n - 1) / 2) * width
-        bars = ax.bar(pos, np.nan_to_num(values), width, color=st["color"], label=name, hatch=("", "//", "..", "xx")[i % 4],
-                      edgecolor="white")
+        bars = ax.bar(pos, np.nan_to_num(values), width, color=st["color"], label=name,
+                      hatch=("", "//", "..", "xx")[i % 4], edgecolor="white")
         for bar, v in zip(bars, values):
             if np.isfinite(v):
                 ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",

@@ -83,7 +83,8 @@ SCORE_TABLES = {
         Column("effective_layers", ("usefulness", "effective_layers"), "effective_layers", ".0f"),
         Column("wasted_layers", ("usefulness", "wasted_layers"), "wasted_layers", ".0f"),
         # M6 under the released code's map x Wᵀ + b (spec D1), which produced the paper's numbers
-        Column("effective_layers_released", ("usefulness", "effective_layers_transpose_bug"), "effective_layers", ".0f"),
+        Column("effective_layers_released", ("usefulness", "effective_layers_transpose_bug"), "effective_layers",
+               ".0f"),
         PPL,
         _eval("mmlu", "mmlu_acc", "acc"),
         _eval("arc_challenge", "arc_c_acc_norm"),
