@@ -93,10 +93,7 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
                   "kurt_max": 20.0} for t in step[::2] for l in range(L)]
         pd.DataFrame(krows).to_parquet(out / "kurtosis_log.parquet")
     useful = min(1.0, 0.8 / s) if spec.group in ("depth", "moe", "gqa") else 0.8
-    analyses = set(reg.analyses(run_id))
-    for a in reg.aliases:
-        if reg.canonical(a) == run_id:
-            analyses |= set(reg.analyses(a))
+    analyses = set(reg.analyses(run_id))  # the union over the run and its aliases
     meta = {"run_id": run_id, "n_layers": L, "d_model": d}
     adir = out / "analysis"
     if "causal" in analyses:
@@ -147,11 +144,12 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
         write_result(adir, "attention", MetricResult({"lengths": lengths, "sparsity": sp, "entropy": ent}, table), meta)
     if analyses:
         (adir / "suite.json").write_text("{}")
-    if spec.evaluate:
+    tasks = reg.evaluation_tasks(run_id)  # the union over the run and its aliases
+    if tasks:
         gain = KEPT_GAIN.get(run_id, 16 / L - 1) * trend
         (out / "eval").mkdir()
         scores = [("arc_challenge", "acc_norm", 30.0), ("hellaswag", "acc_norm", 49.0),
                   ("arc_easy", "acc_norm", 55.0), ("mmlu", "acc", 25.0)]
         pd.DataFrame([{"task": t, "metric": m, "value": base + gain, "stderr": 1.0, "n": 8}
-                      for t, m, base in scores if t in reg.evaluation_tasks(run_id)]).to_csv(
+                      for t, m, base in scores if t in tasks]).to_csv(
             out / "eval" / "downstream.csv", index=False)

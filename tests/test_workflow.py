@@ -149,6 +149,7 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
     first = snakemake("--profile", "local", "all", "--config", f"results={results}", timeout=40 * 60)
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-5000:]
     summary = pd.read_parquet(results / "summary.parquet")
+    from sparsecod.evaluation.downstream import HEADLINE
     from sparsecod.experiments import GROUPS, load_registry
 
     reg = load_registry(ROOT / "config" / "smoke.yaml")
@@ -161,7 +162,7 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
             if family in reg.spec(run_id).analyses:
                 assert (rows.source == family).any(), (run_id, family)
         if reg.spec(run_id).evaluate:  # depth: all four tasks (Table 1); ablation: ARC-C, HellaSwag (Fig 1)
-            metrics = {f"{t}.{'acc' if t == 'mmlu' else 'acc_norm'}" for t in reg.evaluation_tasks(run_id)}
+            metrics = {f"{t}.{HEADLINE[t]}" for t in reg.evaluation_tasks(run_id)}
             assert set(rows[rows.source == "eval"].metric) >= metrics and len(metrics) >= 2, run_id
     for sweep in reg.sweeps:
         assert (results / "sweeps" / f"{sweep}.json").is_file()

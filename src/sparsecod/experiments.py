@@ -209,17 +209,18 @@ class Registry:
             return self._alias_specs[run_id]
         return self.runs[self.canonical(run_id)]
 
+    def trained_together(self, run_id: str) -> list[str]:
+        """The canonical run of `run_id` followed by its aliases (the ids that share one training)."""
+        canonical = self.canonical(run_id)
+        return [canonical] + [a for a, c in self.aliases.items() if c == canonical]
+
     def analyses(self, run_id: str) -> list[str]:
         """Metric families computed on a trained run: the union over the run and its aliases, in config order."""
-        canonical = self.canonical(run_id)
-        ids = [canonical] + [a for a, c in self.aliases.items() if c == canonical]
-        return list(dict.fromkeys(m for i in ids for m in self.spec(i).analyses))
+        return list(dict.fromkeys(m for i in self.trained_together(run_id) for m in self.spec(i).analyses))
 
     def evaluation_tasks(self, run_id: str) -> list[str]:
         """M12 tasks scored on a trained run: the union over the run and its aliases, in `evaluation.tasks` order."""
-        canonical = self.canonical(run_id)
-        wanted = {t for i in [canonical] + [a for a, c in self.aliases.items() if c == canonical]
-                  for t in self.spec(i).evaluate}
+        wanted = {t for i in self.trained_together(run_id) for t in self.spec(i).evaluate}
         return [t for t in self._all_tasks() if t in wanted]
 
     def _all_tasks(self) -> tuple[str, ...]:
@@ -260,7 +261,7 @@ class Registry:
                 raise FileNotFoundError(f"run {run.run_id} takes its LR from sweep {run.lr_sweep}: {path} is missing "
                                         f"(run `snakemake {path}` first)")
             train = dataclasses.replace(train, lr=float(json.loads(path.read_text())["best_lr"]))
-        aliases = sorted(a for a, c in self.aliases.items() if c == run.run_id)
+        aliases = sorted(self.trained_together(run.run_id)[1:])
         meta = {"group": run.group, "labels": run.labels, "aliases": aliases, "lr_sweep": run.lr_sweep,
                 "sweep_of": run.sweep_of, "scale": self.config.get("scale")}
         return RunConfig(run_id=run.run_id, model=model, train=train, data=str(self.data_dir()), meta=meta)
