@@ -135,8 +135,8 @@ def test_every_link_into_the_protocol_resolves() -> None:
 
 def test_citations_name_the_protocol_not_the_old_spec() -> None:
     stale = _offenders(STALE)
-    assert not stale, ("citations that still say 'spec' (write 'protocol §1.3', 'protocol M4'; the rewrite recipe "
-                       "is in the history of this test's commit):\n" + "\n".join(stale))
+    assert not stale, ("citations that still say 'spec': write 'protocol §1.3', 'protocol M4' (docs/protocol.md):\n"
+                       + "\n".join(stale))
 
 
 def test_nothing_cites_the_spec_file() -> None:
