@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "docs" / "protocol.md"
 THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
 SCANNED_DIRS = ("src", "workflow", "config", "tests", "bench", "docs")
-SCANNED_FILES = ("README.md", "Snakefile", "pyproject.toml")
+SCANNED_FILES = ("README.md", "Snakefile")
 BINARY = {".png", ".pdf", ".npy", ".parquet", ".pt", ".ckpt", ".safetensors", ".bin", ".gz", ".zip"}
 
 ID = re.compile(r"(?<!\w)([MEDQX])(\d{1,2})([a-z]?)(?!\w)")
