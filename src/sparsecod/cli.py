@@ -158,16 +158,23 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _export_hf(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export-hf", help="write a dense model as a Hugging Face LlamaForCausalLM directory")
+    p = sub.add_parser("export-hf", help="write a model as a stock transformers directory "
+                                         "(dense: LlamaForCausalLM, MoE: Qwen2MoeForCausalLM)")
     p.add_argument("source", help="run directory holding model/, or a model directory")
     p.add_argument("out_dir", help="directory to write (replaced)")
     p.add_argument("--max-positions", type=int, default=None,
                    help="max_position_embeddings (default: the run's training T, else 2048)")
+    p.add_argument("--verify", action="store_true",
+                   help="load the export with transformers.AutoModelForCausalLM and fail unless its fp32 logits "
+                        "match ours to 1e-4 (needs transformers, the test extra)")
 
     def run(args: argparse.Namespace) -> int:
-        from .evaluation.export_hf import export_hf
+        from .evaluation.export_hf import export_hf, verify_export
 
-        print(export_hf(args.source, args.out_dir, max_positions=args.max_positions))
+        out = export_hf(args.source, args.out_dir, max_positions=args.max_positions)
+        if args.verify:
+            print(f"max |logit difference| vs transformers: {verify_export(args.source, out):.3g}")
+        print(out)
         return 0
 
     p.set_defaults(func=run)
