@@ -1,6 +1,7 @@
 # Config -> run registry, paths and per-run resources. Everything else reads REG.
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not installed
-from sparsecod.experiments import GROUPS, Registry, load_config  # noqa: E402
+from sparsecod.experiments import GROUPS, WORKFLOW_CONFIG_ENV, Registry, load_config  # noqa: E402
 
 # A --configfile (e.g. config/smoke.yaml) replaces the paper config instead of being deep-merged into it,
 # so no paper-scale key can leak into a small scale. --config KEY=VALUE overrides still apply on top.
@@ -21,6 +22,7 @@ if workflow.overwrite_configfiles:
 
 validate(config, "../schemas/config.schema.yaml")
 REG = Registry(config)
+os.environ[WORKFLOW_CONFIG_ENV] = json.dumps(config)  # the registry of the rules' `sparsecod` verbs (no run: blocks)
 RESULTS = str(REG.results)
 DATA = str(REG.data_dir())
 RES = config["resources"]

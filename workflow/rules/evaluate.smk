@@ -26,7 +26,7 @@ rule evaluate:
         runtime=RES["analysis_runtime"],
         mem_mb=RES["train_mem_mb"],
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     shell:
         "OMP_NUM_THREADS={threads} {params.cli} evaluate {params.run_dir} --tasks {params.tasks} {params.limit} {params.data}"
         " --batch-size {params.batch} {params.max_length} --no-progress > {log} 2>&1"
