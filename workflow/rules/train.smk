@@ -1,6 +1,7 @@
 # Run config -> trained model (spec §1.5, §3). Checkpoints live in <run>/checkpoints/, which is not a declared
 # output: Snakemake never deletes it, so a failed, killed or requeued job resumes from checkpoints/last.ckpt.
 
+
 localrules:
     run_config,
     select_lr,
