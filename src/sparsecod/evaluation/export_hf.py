@@ -261,7 +261,11 @@ def verify_export(source: str | os.PathLike, hf_dir: str | os.PathLike, seq_len:
     ExportError quoting the measured difference when it exceeds PARITY_ATOL (the variant is not expressed exactly).
     Imports transformers (the test extra).
     """
-    import transformers
+    try:
+        import transformers
+    except ImportError:
+        raise ExportError("--verify loads the export with transformers, which is not installed: "
+                          "pip install transformers==5.23.0 (the project's test extra)") from None
 
     from ..model.io import load_model
 
