@@ -86,10 +86,12 @@ def test_moe_exports_to_qwen2_moe(exported_moe) -> None:
     cfg = json.loads((exported_moe / "hf" / "config.json").read_text())
     assert cfg["architectures"] == ["Qwen2MoeForCausalLM"] and cfg["norm_topk_prob"] is False
     assert (cfg["num_experts"], cfg["num_experts_per_tok"], cfg["moe_intermediate_size"],
-            cfg["shared_expert_intermediate_size"], cfg["qkv_bias"]) == (4, 2, 16, 16, False)
+            cfg["shared_expert_intermediate_size"], cfg["qkv_bias"]) == (4, 2, 16, 16, True)
     ours = load_model(exported_moe / "run" / "model")
     hf = transformers.AutoModelForCausalLM.from_pretrained(exported_moe / "hf", dtype=torch.float32).eval()
     assert type(hf).__name__ == "Qwen2MoeForCausalLM"
+    biases = [p for n, p in hf.named_parameters() if n.endswith("bias")]
+    assert len(biases) == 3 * 2 and all((b == 0).all() for b in biases)  # q/k/v of 2 layers, written as zeros
     idx = torch.randint(0, 50280, (2, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = ours(idx).logits

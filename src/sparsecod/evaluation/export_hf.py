@@ -8,7 +8,8 @@ rows), so logits agree position for position.
 
 MoE models (spec §1.3) become `Qwen2MoeForCausalLM`, which shares every non-FFN name and operation with Llama and
 routes as we do: a softmax over all E experts, top-k by probability, weights not renormalised (`norm_topk_prob:
-false`), no QK-norm, no attention biases (`qkv_bias: false`). Our mix shared/(k+1) + k/(k+1)·Σ p_e·expert_e is
+false`), no QK-norm. Its q/k/v projections have biases (`qkv_bias: true`, the only layout older transformers
+versions and other Qwen2-MoE readers know): they are written as zeros. Our mix shared/(k+1) + k/(k+1)·Σ p_e·expert_e is
 folded into the weights: every routed expert's down projection is scaled by k/(k+1) and the shared expert's by
 2/(k+1), with a zero shared-expert gate (sigmoid(0) = 1/2). Without a shared expert the routed sum is unscaled and
 the (mandatory) Qwen2-MoE shared expert is one zero unit, contributing exactly 0. `verify_export` measures the logit
@@ -151,7 +152,7 @@ def qwen2_moe_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_posi
         "norm_topk_prob": False,
         "decoder_sparse_step": 1,
         "mlp_only_layers": [],
-        "qkv_bias": False,
+        "qkv_bias": True,  # written as zeros (qwen2_moe_state_dict)
         "use_sliding_window": False,
         "sliding_window": None,
         "max_window_layers": cfg.n_layers,
@@ -166,6 +167,7 @@ def qwen2_moe_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> di
     Ours: experts.gate/up (E, d, h_e), experts.down (E, h_e, d) used as x @ W; router.weight (E, d); shared.*
     nn.Linear weights. Theirs: nn.Linear layout (out, in). Routed down × k/(k+1) and shared down × 2/(k+1) with a
     zero shared_expert_gate (sigmoid 0.5); without a shared expert: routed unscaled, a zero 1-unit shared expert.
+    Zero q/k/v biases.
     """
     m = cfg.moe
     assert m is not None
@@ -173,7 +175,10 @@ def qwen2_moe_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> di
     state = {key: v.to(torch.float32) for key, v in state.items()}
     out = _rename(state, cfg, {o: t for o, t in LLAMA_NAMES.items() if not o.startswith(DENSE_FFN_PREFIX)})
     routed_scale = k / (k + 1) if m.d_shared else 1.0
+    q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     for i in range(cfg.n_layers):
+        for proj, rows in (("q", q_rows), ("k", kv_rows), ("v", kv_rows)):
+            out[f"model.layers.{i}.self_attn.{proj}_proj.bias"] = torch.zeros(rows)
         src, dst = f"blocks.{i}.ffn.", f"model.layers.{i}.mlp."
         out[dst + "gate.weight"] = state[src + "router.weight"]
         gate, up, down = (state[src + "experts." + p] for p in ("gate", "up", "down"))
