@@ -1,8 +1,10 @@
-"""`sparsecod export-hf` (issue 5): a transformers-loadable LlamaForCausalLM directory with identical logits."""
+"""`sparsecod export-hf` (issue 5, 17.6): a transformers-loadable LlamaForCausalLM (dense) or Qwen2MoeForCausalLM (MoE)
+directory with identical logits."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import torch
 
 from _eval_testutil import GQA, MOE, NEOX, needs_neox, save_run
 from sparsecod.cli import main
-from sparsecod.evaluation.export_hf import ExportError, export_hf
+from sparsecod.evaluation.export_hf import ExportError, verify_export
 from sparsecod.model import load_model
 
 pytestmark = needs_neox
@@ -71,10 +73,40 @@ def test_export_does_not_import_transformers(exported, tmp_path) -> None:
     assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (exported / "hf" / "model.safetensors").read_bytes()
 
 
-def test_moe_is_refused(tmp_path, capsys) -> None:
-    save_run(tmp_path / "moe", MOE, seq_len=None)
-    with pytest.raises(ExportError, match="MoE.*dense models only"):
-        export_hf(tmp_path / "moe", tmp_path / "out")
-    assert main(["export-hf", str(tmp_path / "moe" / "model"), str(tmp_path / "out")]) == 2
-    assert "dense models only" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+@pytest.fixture(scope="module")
+def exported_moe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_moe")
+    save_run(root / "run", MOE, seq_len=64)
+    assert main(["export-hf", str(root / "run"), str(root / "hf"), "--verify"]) == 0
+    return root
+
+
+def test_moe_exports_to_qwen2_moe(exported_moe) -> None:
+    """Issue 17.6: an MoE run loads with the stock AutoModelForCausalLM (Qwen2-MoE) and gives our logits."""
+    cfg = json.loads((exported_moe / "hf" / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen2MoeForCausalLM"] and cfg["norm_topk_prob"] is False
+    assert (cfg["num_experts"], cfg["num_experts_per_tok"], cfg["moe_intermediate_size"],
+            cfg["shared_expert_intermediate_size"], cfg["qkv_bias"]) == (4, 2, 16, 16, True)
+    ours = load_model(exported_moe / "run" / "model")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(exported_moe / "hf", dtype=torch.float32).eval()
+    assert type(hf).__name__ == "Qwen2MoeForCausalLM"
+    biases = [p for n, p in hf.named_parameters() if n.endswith("bias")]
+    assert len(biases) == 3 * 2 and all((b == 0).all() for b in biases)  # q/k/v of 2 layers, written as zeros
+    idx = torch.randint(0, 50280, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = ours(idx).logits
+        got = hf(input_ids=idx).logits
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    assert want.std() > 0.5
+    assert transformers.AutoTokenizer.from_pretrained(exported_moe / "hf")("Hello world")["input_ids"] == [12092, 1533]
+
+
+def test_verify_reports_the_measured_difference(exported_moe, tmp_path) -> None:
+    """An export that does not reproduce our logits fails --verify with the measured difference."""
+    assert verify_export(exported_moe / "run", exported_moe / "hf") <= 1e-4
+    broken = tmp_path / "hf"
+    shutil.copytree(exported_moe / "hf", broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "norm_topk_prob": True}))
+    with pytest.raises(ExportError, match=r"max \|logit difference\| [0-9.e+-]+ > 0.0001 \(fp32\)"):
+        verify_export(exported_moe / "run", broken)

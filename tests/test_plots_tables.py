@@ -26,6 +26,11 @@ def res(tmp_path_factory) -> Results:
     return Results.load(root, [root / "summary.parquet"])
 
 
+def _md_cells(line: str) -> list[str]:
+    """The cells of one Markdown pipe-table line, stripped of their padding."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
 def _csv(res: Results, name: str, out_dir) -> pd.DataFrame:
     paths = render_table(name, res, REF, out_dir)
     return pd.read_csv(paths[0], keep_default_na=True)
@@ -39,7 +44,8 @@ def test_every_table_renders_csv_markdown_and_booktabs(res, tmp_path, name) -> N
     table = pd.read_csv(paths[0])
     assert list(table["run_id"]) == list(res.runs(TABLES[name].groups[0])["run_id"])
     md = paths[1].read_text().splitlines()
-    assert md[2].startswith("| run_id | label |") and set(md[3]) <= set("|-:")
+    assert _md_cells(md[2])[:2] == ["run_id", "label"] and set(md[3]) <= set("|-:")
+    assert all(cell.endswith(":") for cell, col in zip(_md_cells(md[3]), table.columns) if col.endswith("_paper"))
     assert len([line for line in md if line.startswith("| ")]) == len(table) + 1
     tex = paths[2].read_text()
     for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\end{tabular}"):
@@ -136,8 +142,8 @@ def test_missing_values_leave_empty_cells(res, tmp_path) -> None:
         paths = render_table(name, empty, REF, tmp_path / "empty")
         assert pd.read_csv(paths[0]).empty and r"\bottomrule" in paths[2].read_text()
     render_table("table1", no_eval, REF, tmp_path / "no_eval")
-    md = (tmp_path / "no_eval" / "table1_depth.md").read_text()
-    assert "| – |" in md
+    md = (tmp_path / "no_eval" / "table1_depth.md").read_text().splitlines()
+    assert "–" in {cell for line in md[4:] for cell in _md_cells(line)}
 
 
 def test_helpers() -> None:

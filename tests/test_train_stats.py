@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from _train_testutil import MODELS
-from sparsecod.metrics.moments import per_dim_kurtosis
+from sparsecod.model.moments import per_dim_kurtosis
 from sparsecod.model import Transformer
 from sparsecod.train.logs import LogWriter, consolidate, read_log
 from sparsecod.train.stats import KurtosisAccumulator, VarianceAccumulator

@@ -135,7 +135,9 @@ def test_envs_pin_what_pyproject_pins() -> None:
     for req in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
         name, version = req.split("==")
         pins[name.lower().replace("_", "-")] = version
-    for env in (ROOT / "envs").glob("*.yaml"):
+    envs = sorted((ROOT / "workflow" / "envs").glob("*.yaml"))
+    assert len(envs) == 2, envs
+    for env in envs:
         pip = next(d["pip"] for d in yaml.safe_load(env.read_text())["dependencies"] if isinstance(d, dict))
         for req in pip:
             name, version = req.split("==")

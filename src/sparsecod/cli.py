@@ -158,16 +158,23 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _export_hf(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export-hf", help="write a dense model as a Hugging Face LlamaForCausalLM directory")
+    p = sub.add_parser("export-hf", help="write a model as a stock transformers directory "
+                                         "(dense: LlamaForCausalLM, MoE: Qwen2MoeForCausalLM)")
     p.add_argument("source", help="run directory holding model/, or a model directory")
     p.add_argument("out_dir", help="directory to write (replaced)")
     p.add_argument("--max-positions", type=int, default=None,
                    help="max_position_embeddings (default: the run's training T, else 2048)")
+    p.add_argument("--verify", action="store_true",
+                   help="load the export with transformers.AutoModelForCausalLM and fail unless its fp32 logits "
+                        "match ours to 1e-4 (needs transformers, the test extra)")
 
     def run(args: argparse.Namespace) -> int:
-        from .evaluation.export_hf import export_hf
+        from .evaluation.export_hf import export_hf, verify_export
 
-        print(export_hf(args.source, args.out_dir, max_positions=args.max_positions))
+        out = export_hf(args.source, args.out_dir, max_positions=args.max_positions)
+        if args.verify:
+            print(f"max |logit difference| vs transformers: {verify_export(args.source, out):.3g}")
+        print(out)
         return 0
 
     p.set_defaults(func=run)
@@ -193,7 +200,101 @@ def _render(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_params, _train, _tokenize, _analyze, _evaluate, _export_hf, _render]
+def _workflow_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workflow-config", help="workflow config YAML (config/config.yaml, smoke.yaml, ...); default: "
+                                             "the one Snakemake passes in $SPARSECOD_WORKFLOW_CONFIG")
+
+
+def _run_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run-config", help="write the run.yaml `sparsecod train` reads for one run of the registry",
+                       description="Model and training settings from the workflow config, the vocabulary from the "
+                                   "shards' meta.json, a swept LR from results/sweeps/<sweep>.json (spec §3, Q1).")
+    p.add_argument("run", help="run id, e.g. depth-L16 (an alias resolves to the run it trains as)")
+    p.add_argument("--out", required=True, help="run.yaml to write")
+    p.add_argument("--log", help="file for a one-line digest (lr, steps, vocab)")
+    _workflow_config_option(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from .experiments import workflow_registry
+
+        reg = workflow_registry(args.workflow_config)
+        reg.write_run_config(args.run, Path(args.out), Path(args.log) if args.log else None)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _select_lr(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select-lr", help="pick an LR sweep's winner: lowest held-out loss (spec Q1)")
+    p.add_argument("sweep", help="sweep name (config key sweeps.<name>)")
+    p.add_argument("summaries", nargs="+", help="summary.json of every grid point, in the sweep's grid order")
+    p.add_argument("--out", required=True, help="results/sweeps/<sweep>.json to write")
+    p.add_argument("--log", help="file for a one-line verdict")
+    _workflow_config_option(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from .experiments import workflow_registry
+        from .sweeps import select_best
+
+        sweeps = workflow_registry(args.workflow_config).sweeps
+        if args.sweep not in sweeps:
+            raise ValueError(f"unknown sweep {args.sweep!r}; the config's sweeps: {', '.join(sweeps)}")
+        sweep = sweeps[args.sweep]
+        if len(args.summaries) != len(sweep.grid):
+            raise ValueError(f"sweep {sweep.name} has {len(sweep.grid)} grid points, got {len(args.summaries)} "
+                             "summary files")
+        select_best(sweep, [Path(p) for p in args.summaries], Path(args.out), Path(args.log) if args.log else None)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _collect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("collect", help="the tidy summary table of the registry's runs (results/summary/<group>.parquet)")
+    p.add_argument("--group", action="append", help="experiment group(s) to collect (repeatable; default: all)")
+    p.add_argument("--out", required=True, help="parquet file to write")
+    p.add_argument("--log", help="file for a line per run")
+    _workflow_config_option(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from .collect import collect
+        from .experiments import workflow_registry
+
+        reg = workflow_registry(args.workflow_config)
+        unknown = sorted(set(args.group or []) - set(reg.group_runs))
+        if unknown:
+            raise ValueError(f"--group {', '.join(unknown)}: unknown; the groups are {', '.join(reg.group_runs)}")
+        collect(reg, Path(args.out), Path(args.log) if args.log else None, groups=args.group)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _merge_summaries(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge-summaries", help="concatenate group summary tables into results/summary.parquet")
+    p.add_argument("summaries", nargs="+", help="results/summary/<group>.parquet files")
+    p.add_argument("--out", required=True, help="parquet file to write")
+    p.add_argument("--log", help="file for a one-line row count")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from .collect import merge_summaries
+
+        merge_summaries([Path(p) for p in args.summaries], Path(args.out), Path(args.log) if args.log else None)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_params, _train, _tokenize, _analyze, _evaluate, _export_hf, _render,
+            _run_config, _select_lr, _collect, _merge_summaries]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .experiments import Registry
 from .fileio import write_parquet_atomic
+from .metrics.variance_curve import last_layer_curve, tail_mean
 
 COLUMNS = ["run_id", "trained_as", "group", "scale", "source", "metric", "value"]
 
@@ -31,17 +32,6 @@ def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
     elif isinstance(data, dict):
         for key, value in data.items():
             yield from flatten(value, f"{prefix}.{key}" if prefix else str(key))
-
-
-def last_layer_curve(log: pd.DataFrame, column: str = "out_var") -> pd.DataFrame:
-    """(step, value) of the last block's `column` from a variance log (step, layer, out_var, ...), by step."""
-    part = log[log["layer"] == log["layer"].max()].sort_values("step")
-    return pd.DataFrame({"step": part["step"].to_numpy(), "value": part[column].to_numpy()})
-
-
-def tail_mean(values: pd.Series) -> float:
-    """Mean over the last 10% (at least one) of a logged curve's points: M1 "final" values with less step noise."""
-    return float(values.iloc[-max(1, len(values) // 10):].mean())
 
 
 def last_layer_variance(log: pd.DataFrame) -> dict[str, float]:

@@ -303,3 +303,21 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 def load_registry(path: str | Path) -> Registry:
     return Registry(load_config(path))
+
+
+# The workflow's validated config as JSON, set by workflow/rules/common.smk for the verbs its rules call
+# (run-config, select-lr, collect): they see the same registry as the Snakefile, --configfile/--config included.
+WORKFLOW_CONFIG_ENV = "SPARSECOD_WORKFLOW_CONFIG"
+
+
+def workflow_registry(path: str | Path | None = None) -> Registry:
+    """The Registry of the workflow config file `path`, else of $SPARSECOD_WORKFLOW_CONFIG; ConfigError if neither."""
+    import os
+
+    if path is not None:
+        return load_registry(path)
+    text = os.environ.get(WORKFLOW_CONFIG_ENV)
+    if not text:
+        raise ConfigError(f"no workflow config: give --workflow-config config/config.yaml (under Snakemake the "
+                          f"workflow passes its own in ${WORKFLOW_CONFIG_ENV})")
+    return Registry(json.loads(text))

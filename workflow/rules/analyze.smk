@@ -25,7 +25,7 @@ if config["analysis"].get("one_job_per_run"):
             runtime=RES["analysis_runtime"],
             mem_mb=RES["train_mem_mb"],
         conda:
-            "../../envs/train.yaml"
+            "../envs/train.yaml"
         shell:
             "OMP_NUM_THREADS={threads} {params.cli} analyze {params.run_dir} --metric {params.metrics} --heldout {params.data}"
             " --settings-json {params.settings:q} --suite-out {output} > {log} 2>&1"
@@ -53,7 +53,7 @@ else:
             runtime=RES["analysis_runtime"],
             mem_mb=RES["train_mem_mb"],
         conda:
-            "../../envs/train.yaml"
+            "../envs/train.yaml"
         shell:
             "OMP_NUM_THREADS={threads} {params.cli} analyze {params.run_dir} --metric {wildcards.metric} --heldout {params.data}"
             " --settings-json {params.settings:q} > {log} 2>&1"

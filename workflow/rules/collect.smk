@@ -16,14 +16,15 @@ rule collect_group:
     params:
         # relabelled runs re-collect (sorted keys: reordering the config re-runs nothing)
         labels=lambda w: json.dumps({r: REG.spec(r).labels for r in REG.group_runs[w.group]}, sort_keys=True),
+        cli=SPARSECOD,
     log:
         f"{RESULTS}/logs/collect/{{group}}.log",
     resources:
         mem_mb=RES["cpu_mem_mb"],
-    run:
-        from sparsecod.collect import collect
-
-        collect(REG, Path(output[0]), log=Path(log[0]), groups=[wildcards.group])
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "{params.cli} collect --group {wildcards.group} --out {output} --log {log}"
 
 
 rule collect:
@@ -32,14 +33,16 @@ rule collect:
         expand(f"{RESULTS}/summary/{{group}}.parquet", group=GROUPS),
     output:
         f"{RESULTS}/summary.parquet",
+    params:
+        cli=SPARSECOD,
     log:
         f"{RESULTS}/logs/collect.log",
     resources:
         mem_mb=RES["cpu_mem_mb"],
-    run:
-        from sparsecod.collect import merge_summaries
-
-        merge_summaries([Path(p) for p in input], Path(output[0]), log=Path(log[0]))
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "{params.cli} merge-summaries {input} --out {output} --log {log}"
 
 
 for _group in GROUPS:

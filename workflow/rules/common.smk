@@ -1,6 +1,7 @@
 # Config -> run registry, paths and per-run resources. Everything else reads REG.
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not installed
-from sparsecod.experiments import GROUPS, Registry, load_config  # noqa: E402
+from sparsecod.experiments import GROUPS, WORKFLOW_CONFIG_ENV, Registry, load_config  # noqa: E402
 
 # A --configfile (e.g. config/smoke.yaml) replaces the paper config instead of being deep-merged into it,
 # so no paper-scale key can leak into a small scale. --config KEY=VALUE overrides still apply on top.
@@ -21,13 +22,13 @@ if workflow.overwrite_configfiles:
 
 validate(config, "../schemas/config.schema.yaml")
 REG = Registry(config)
+os.environ[WORKFLOW_CONFIG_ENV] = json.dumps(config)  # the registry of the rules' `sparsecod` verbs (no run: blocks)
 RESULTS = str(REG.results)
 DATA = str(REG.data_dir())
 RES = config["resources"]
 # analysis settings handed to `sparsecod analyze` (the job-layout switch stays in the workflow); sorted keys,
 # so reordering the config (or writing it with yaml.safe_dump) re-runs nothing
-ANALYSIS_SETTINGS = json.dumps({k: v for k, v in config["analysis"].items() if k != "one_job_per_run"},
-                               sort_keys=True)
+ANALYSIS_SETTINGS = json.dumps({k: v for k, v in config["analysis"].items() if k != "one_job_per_run"}, sort_keys=True)
 # Every rule runs the package from this checkout, whether it is pip-installed, in a conda env or neither.
 SPARSECOD = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m sparsecod"
 
@@ -37,8 +38,10 @@ def _check_paths():
     corpus, tok = config["data"]["corpus"], config["data"]["tokenizer"]
     local_corpus = corpus not in ("builtin", "fineweb-edu")
     if local_corpus and not any(Path().glob(corpus)) and not Path(corpus).exists():
-        raise WorkflowError(f"data.corpus={corpus!r}: no such file or glob match (give local text/jsonl/parquet files, "
-                            "'builtin', or 'fineweb-edu')")
+        raise WorkflowError(
+            f"data.corpus={corpus!r}: no such file or glob match (give local text/jsonl/parquet files, "
+            "'builtin', or 'fineweb-edu')"
+        )
     if tok.endswith(".json") and not Path(tok).is_file():
         raise WorkflowError(f"data.tokenizer={tok!r}: file not found (a tokenizer.json path, an HF id, or bpe:<size>)")
     eval_dir = config["evaluation"].get("data_dir")
@@ -51,6 +54,7 @@ def _check_paths():
 
 
 _check_paths()
+
 
 wildcard_constraints:
     run=r"[A-Za-z0-9_.=@+-]+",
@@ -104,9 +108,13 @@ def group_summaries(groups):
 
 def reported_files(item):
     """The item's output files; PNG figures and Markdown tables and claims go into the HTML report, captioned."""
-    return [report(path, caption="../report/item.rst", category=item.category, subcategory=item.name,
-                   labels={"item": item.name, "file": Path(path).name}) if path.endswith((".png", ".md")) else path
-            for path in item.files(RESULTS)]
+    return [_reported(path, item) if path.endswith((".png", ".md")) else path for path in item.files(RESULTS)]
+
+
+def _reported(path, item):
+    """`path` flagged for `snakemake --report`, with the item's caption, category and labels."""
+    labels = {"item": item.name, "file": Path(path).name}
+    return report(path, caption="../report/item.rst", category=item.category, subcategory=item.name, labels=labels)
 
 
 def all_outputs():

@@ -17,6 +17,6 @@ rule tokenize:
         mem_mb=RES["cpu_mem_mb"],
         runtime=24 * 60,
     conda:
-        "../../envs/analysis.yaml"
+        "../envs/analysis.yaml"
     shell:
         "{params.cli} tokenize --data-json {params.data:q} --out {params.out} --workers {threads} > {log} 2>&1"

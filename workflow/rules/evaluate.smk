@@ -1,7 +1,6 @@
 # Trained model -> zero-shot downstream accuracy with the stock lm-eval tasks (spec M12).
 
 
-
 rule evaluate:
     input:
         model=f"{RESULTS}/runs/{{run}}/model/config.json",
@@ -15,7 +14,9 @@ rule evaluate:
         limit=f"--limit {config['evaluation']['limit']}" if config["evaluation"].get("limit") else "",
         data=f"--eval-data {config['evaluation']['data_dir']}" if config["evaluation"].get("data_dir") else "",
         batch=config["evaluation"].get("batch_size", 32),
-        max_length=f"--max-length {config['evaluation']['max_length']}" if config["evaluation"].get("max_length") else "",
+        max_length=(
+            f"--max-length {config['evaluation']['max_length']}" if config["evaluation"].get("max_length") else ""
+        ),
     log:
         f"{RESULTS}/logs/evaluate/{{run}}.log",
     benchmark:
@@ -26,7 +27,7 @@ rule evaluate:
         runtime=RES["analysis_runtime"],
         mem_mb=RES["train_mem_mb"],
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     shell:
         "OMP_NUM_THREADS={threads} {params.cli} evaluate {params.run_dir} --tasks {params.tasks} {params.limit} {params.data}"
         " --batch-size {params.batch} {params.max_length} --no-progress > {log} 2>&1"

@@ -24,7 +24,7 @@ for _item in ITEMS.values():
         resources:
             mem_mb=RES["cpu_mem_mb"],
         conda:
-            "../../envs/analysis.yaml"
+            "../envs/analysis.yaml"
         shell:
             "{params.cli} render {params.name} --results {params.results} --summary {input.summaries} "
             "--reference {params.reference} > {log} 2>&1"

@@ -1,6 +1,7 @@
 # Run config -> trained model (spec §1.5, §3). Checkpoints live in <run>/checkpoints/, which is not a declared
 # output: Snakemake never deletes it, so a failed, killed or requeued job resumes from checkpoints/last.ckpt.
 
+
 localrules:
     run_config,
     select_lr,
@@ -17,10 +18,13 @@ rule run_config:
         # what determines the weights (model, training settings, LR sweep): a change of a group's labels,
         # analyses or evaluation tasks re-runs those jobs, never the training
         spec=lambda w: repr(REG.runs[w.run].training_key),
+        cli=SPARSECOD,
     log:
         f"{RESULTS}/logs/run_config/{{run}}.log",
-    run:
-        REG.write_run_config(wildcards.run, Path(output[0]), Path(log[0]))
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "{params.cli} run-config {wildcards.run} --out {output} --log {log}"
 
 
 rule train:
@@ -50,7 +54,7 @@ rule train:
         # without "B:" (that would signal only the batch shell, never the command).
         slurm_extra="--signal=URG@300 --requeue",
     conda:
-        "../../envs/train.yaml"
+        "../envs/train.yaml"
     shell:
         "OMP_NUM_THREADS={threads} {params.cli} train --config {input.config} --out {params.out} > {log} 2>&1"
 
@@ -61,9 +65,11 @@ rule select_lr:
         lambda w: [f"{RESULTS}/runs/{p}/summary.json" for p in REG.sweeps[w.sweep].points],
     output:
         f"{RESULTS}/sweeps/{{sweep}}.json",
+    params:
+        cli=SPARSECOD,
     log:
         f"{RESULTS}/logs/sweeps/{{sweep}}.log",
-    run:
-        from sparsecod.sweeps import select_best
-
-        select_best(REG.sweeps[wildcards.sweep], [Path(p) for p in input], Path(output[0]), Path(log[0]))
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "{params.cli} select-lr {wildcards.sweep} {input} --out {output} --log {log}"

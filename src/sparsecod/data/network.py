@@ -1,6 +1,8 @@
 """Fast "can we reach the Hugging Face Hub?" check, so offline runs fail at once instead of retrying ~20 s.
 
-Offline when HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is truthy, or when a TCP connection to the Hub endpoint
+Offline when huggingface_hub is in its own offline mode (`huggingface_hub.is_offline_mode()`: HF_HUB_OFFLINE or
+TRANSFORMERS_OFFLINE at its import, or set programmatically), when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE (datasets'
+switch) is set to one of huggingface_hub's true values since, or when a TCP connection to the Hub endpoint
 (HF_ENDPOINT, default https://huggingface.co; the HTTPS proxy instead when one is set) cannot be opened
 within a few seconds. DNS resolution runs in a daemon thread so a hanging resolver cannot stall the caller.
 """
@@ -14,7 +16,6 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 class OfflineError(ConnectionError):
@@ -22,10 +23,14 @@ class OfflineError(ConnectionError):
 
 
 def offline_reason(timeout: float = 3.0) -> str | None:
-    """Why the Hub is unreachable (an env var or a failed connection), or None when it is reachable."""
-    for var in OFFLINE_VARS:
-        if os.environ.get(var, "").strip().upper() in _TRUE:
+    """Why the Hub is unreachable (offline mode, an env var or a failed connection), or None when it is reachable."""
+    from huggingface_hub import constants, is_offline_mode
+
+    for var in OFFLINE_VARS:  # named first: also when set after huggingface_hub read them at import
+        if os.environ.get(var, "").strip().upper() in constants.ENV_VARS_TRUE_VALUES:
             return f"{var}={os.environ[var]} is set"
+    if is_offline_mode():
+        return "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)"
     host, port = _probe_target()
     return _probe(host, port, timeout)
 

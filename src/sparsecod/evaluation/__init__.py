@@ -1,9 +1,9 @@
-"""Downstream evaluation (spec M12) with the stock lm-eval harness, and export to Hugging Face Llama.
+"""Downstream evaluation (spec M12) with the stock lm-eval harness, and export to stock transformers classes.
 
 adapter.SparsecodLM    lm-eval model `sparsecod` (model_args checkpoint=<model dir>, ...)
 downstream.evaluate_run  `sparsecod evaluate`: <run_dir>/eval/{lm_eval.json, downstream.csv, samples/}
 tasks                  stock tasks on local data (offline group YAMLs) and the offline guard
-export_hf.export_hf    `sparsecod export-hf`: dense model -> LlamaForCausalLM directory
+export_hf.export_hf    `sparsecod export-hf`: dense -> LlamaForCausalLM, MoE -> Qwen2MoeForCausalLM directory
 lm_eval_cli            `python -m sparsecod.evaluation.lm_eval_cli ...` = the stock `lm_eval` CLI with `sparsecod`
 
 Attributes are imported lazily: importing lm_eval (and datasets) costs seconds and reads the HF offline
@@ -18,7 +18,7 @@ from typing import Any
 _LAZY = {
     "SparsecodLM": "adapter",
     "evaluate_run": "downstream", "headline_table": "downstream",
-    "export_hf": "export_hf", "ExportError": "export_hf",
+    "export_hf": "export_hf", "ExportError": "export_hf", "verify_export": "export_hf",
 }
 
 

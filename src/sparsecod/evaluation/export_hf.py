@@ -1,20 +1,28 @@
-"""`sparsecod export-hf`: a dense sparsecod model as a Hugging Face `LlamaForCausalLM` directory.
+"""`sparsecod export-hf`: a sparsecod model as a stock Hugging Face transformers directory (no remote code).
 
-The architectures match exactly (spec §1.2): Pre-LN, RMSNorm with gain and no bias (fp32 normalisation),
-rotate-half RoPE over the full head dim with base θ, GQA where query head h uses KV head ⌊h/G⌋, SwiGLU,
-untied LM head, no biases. Our fused QKV weight ((H + 2·H_kv)·d_h, d) is split into q/k/v rows; no RoPE
-permutation is needed because both use the rotate-half layout. The vocabulary is the padded one
-(embedding rows), so logits agree position for position.
+Dense models become `LlamaForCausalLM`; the architectures match exactly (spec §1.2): Pre-LN, RMSNorm with gain and
+no bias (fp32 normalisation), rotate-half RoPE over the full head dim with base θ, GQA where query head h uses KV head
+⌊h/G⌋, SwiGLU, untied LM head, no biases. Our fused QKV weight ((H + 2·H_kv)·d_h, d) is split into q/k/v rows; no
+RoPE permutation is needed because both use the rotate-half layout. The vocabulary is the padded one (embedding
+rows), so logits agree position for position.
+
+MoE models (spec §1.3) become `Qwen2MoeForCausalLM`, which shares every non-FFN name and operation with Llama and
+routes as we do: a softmax over all E experts, top-k by probability, weights not renormalised (`norm_topk_prob:
+false`), no QK-norm. Its q/k/v projections have biases (`qkv_bias: true`, the only layout older transformers
+versions and other Qwen2-MoE readers know): they are written as zeros. Our mix shared/(k+1) + k/(k+1)·Σ p_e·expert_e is
+folded into the weights: every routed expert's down projection is scaled by k/(k+1) and the shared expert's by
+2/(k+1), with a zero shared-expert gate (sigmoid(0) = 1/2). Without a shared expert the routed sum is unscaled and
+the (mandatory) Qwen2-MoE shared expert is one zero unit, contributing exactly 0. `verify_export` measures the logit
+difference with transformers itself (`export-hf --verify`).
 
 Output directory (written atomically, without importing transformers):
-    config.json              LlamaConfig fields (rope_theta and rope_parameters, rms_norm_eps, num_key_value_heads,
+    config.json              LlamaConfig / Qwen2MoeConfig fields (rope_parameters, rms_norm_eps, num_key_value_heads,
                              head_dim, vocab_size = padded vocab, tie_word_embeddings false, no biases)
     generation_config.json   eos/pad ids
-    model.safetensors        fp32 weights under the Llama names
+    model.safetensors        fp32 weights under the Llama / Qwen2-MoE hub names (one tensor per expert)
     tokenizer.json           the model's tokenizer, unchanged
     tokenizer_config.json    PreTrainedTokenizerFast with eos <|endoftext|> (and pad <|padding|> if present)
     special_tokens_map.json
-MoE models are refused: no transformers architecture has exactly our router semantics (spec §1.3).
 """
 
 from __future__ import annotations
@@ -36,20 +44,59 @@ from .checkpoint import resolve_model_dir, training_seq_len
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 DEFAULT_MAX_POSITIONS = 2048
+PARITY_ATOL = 1e-4  # max |logit difference| (fp32) an export must meet (`verify_export`)
+
+# The dense weight-name mapping, defined once (export here; an HF import reads the same tables backwards):
+# our parameter name -> the Llama name, "{i}" = layer index. Qwen2-MoE uses the same names outside `mlp.`.
+LLAMA_NAMES = {
+    "wte.weight": "model.embed_tokens.weight",
+    "blocks.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "blocks.{i}.attn.out.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "blocks.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "blocks.{i}.ffn.gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "blocks.{i}.ffn.up.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "blocks.{i}.ffn.down.weight": "model.layers.{i}.mlp.down_proj.weight",
+    "final_norm.weight": "model.norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+# our fused ((H + 2·H_kv)·d_h, d) QKV weight -> its three row blocks, in this order
+LLAMA_QKV_NAMES = {
+    "blocks.{i}.attn.qkv.weight": (
+        "model.layers.{i}.self_attn.q_proj.weight",
+        "model.layers.{i}.self_attn.k_proj.weight",
+        "model.layers.{i}.self_attn.v_proj.weight",
+    ),
+}
+DENSE_FFN_PREFIX = "blocks.{i}.ffn."  # the LLAMA_NAMES entries of the dense SwiGLU (absent in MoE models)
 
 
 class ExportError(ValueError):
-    """The model cannot be exported exactly (e.g. an MoE model)."""
+    """The model cannot be exported exactly (or an export does not reproduce our logits)."""
 
 
-def llama_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_positions: int) -> dict:
-    """The config.json of the equivalent LlamaForCausalLM."""
+def _rename(state: dict[str, torch.Tensor], cfg: ModelConfig, names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Apply a name table (with "{i}" templates) and the QKV split to our state dict."""
+    q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    out: dict[str, torch.Tensor] = {}
+    for i in range(cfg.n_layers):
+        for ours, theirs in LLAMA_QKV_NAMES.items():
+            parts = state[ours.format(i=i)].split([q_rows, kv_rows, kv_rows], dim=0)
+            out.update({name.format(i=i): part for name, part in zip(theirs, parts)})
+    for ours, theirs in names.items():
+        layers = range(cfg.n_layers) if "{i}" in ours else [None]
+        out.update({theirs.format(i=i): state[ours.format(i=i)] for i in layers})
+    return out
+
+
+def _fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.float32).contiguous() for k, v in state.items()}
+
+
+def _common_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_positions: int) -> dict:
+    """config.json fields Llama and Qwen2-MoE share (backbone, RoPE, norms, tokens)."""
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
         "vocab_size": cfg.padded_vocab,
         "hidden_size": cfg.d_model,
-        "intermediate_size": cfg.d_ff,
         "num_hidden_layers": cfg.n_layers,
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.n_kv_heads,
@@ -60,10 +107,7 @@ def llama_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_position
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "attention_bias": False,
         "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "pretraining_tp": 1,
         "tie_word_embeddings": False,
         "use_cache": True,
         "bos_token_id": None,
@@ -74,29 +118,95 @@ def llama_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_position
     }
 
 
-def llama_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our state dict -> Llama parameter names (q/k/v split out of the fused qkv), fp32, contiguous."""
-    q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    out = {
-        "model.embed_tokens.weight": state["wte.weight"],
-        "model.norm.weight": state["final_norm.weight"],
-        "lm_head.weight": state["lm_head.weight"],
+def llama_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_positions: int) -> dict:
+    """The config.json of the equivalent LlamaForCausalLM (dense models)."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        **_common_config(cfg, eos_id, pad_id, max_positions),
+        "intermediate_size": cfg.d_ff,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
     }
+
+
+def llama_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our dense state dict -> Llama parameter names (LLAMA_NAMES, q/k/v split out of the fused qkv), fp32."""
+    return _fp32(_rename(state, cfg, LLAMA_NAMES))
+
+
+def qwen2_moe_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_positions: int) -> dict:
+    """The config.json of the equivalent Qwen2MoeForCausalLM (MoE models; every layer sparse)."""
+    m = cfg.moe
+    assert m is not None
+    return {
+        "architectures": ["Qwen2MoeForCausalLM"],
+        "model_type": "qwen2_moe",
+        **_common_config(cfg, eos_id, pad_id, max_positions),
+        "intermediate_size": m.d_expert,  # the dense-MLP width; unused (no mlp_only_layers)
+        "moe_intermediate_size": m.d_expert,
+        "shared_expert_intermediate_size": m.d_shared or 1,  # 1 = the zero stand-in when we have no shared expert
+        "num_experts": m.n_experts,
+        "num_experts_per_tok": m.top_k,
+        "norm_topk_prob": False,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "qkv_bias": True,  # written as zeros (qwen2_moe_state_dict)
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "max_window_layers": cfg.n_layers,
+        "output_router_logits": False,
+        "router_aux_loss_coef": m.lb_weight,
+    }
+
+
+def qwen2_moe_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our MoE state dict -> Qwen2-MoE hub names (one gate/up/down_proj per expert), mixing factors folded in, fp32.
+
+    Ours: experts.gate/up (E, d, h_e), experts.down (E, h_e, d) used as x @ W; router.weight (E, d); shared.*
+    nn.Linear weights. Theirs: nn.Linear layout (out, in). Routed down × k/(k+1) and shared down × 2/(k+1) with a
+    zero shared_expert_gate (sigmoid 0.5); without a shared expert: routed unscaled, a zero 1-unit shared expert.
+    Zero q/k/v biases.
+    """
+    m = cfg.moe
+    assert m is not None
+    k, d = m.top_k, cfg.d_model
+    state = {key: v.to(torch.float32) for key, v in state.items()}
+    out = _rename(state, cfg, {o: t for o, t in LLAMA_NAMES.items() if not o.startswith(DENSE_FFN_PREFIX)})
+    routed_scale = k / (k + 1) if m.d_shared else 1.0
+    q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     for i in range(cfg.n_layers):
-        src, dst = f"blocks.{i}.", f"model.layers.{i}."
-        q, k, v = state[src + "attn.qkv.weight"].split([q_rows, kv_rows, kv_rows], dim=0)
-        out.update({
-            dst + "input_layernorm.weight": state[src + "attn_norm.weight"],
-            dst + "self_attn.q_proj.weight": q,
-            dst + "self_attn.k_proj.weight": k,
-            dst + "self_attn.v_proj.weight": v,
-            dst + "self_attn.o_proj.weight": state[src + "attn.out.weight"],
-            dst + "post_attention_layernorm.weight": state[src + "ffn_norm.weight"],
-            dst + "mlp.gate_proj.weight": state[src + "ffn.gate.weight"],
-            dst + "mlp.up_proj.weight": state[src + "ffn.up.weight"],
-            dst + "mlp.down_proj.weight": state[src + "ffn.down.weight"],
-        })
-    return {k: v.to(torch.float32).contiguous() for k, v in out.items()}
+        for proj, rows in (("q", q_rows), ("k", kv_rows), ("v", kv_rows)):
+            out[f"model.layers.{i}.self_attn.{proj}_proj.bias"] = torch.zeros(rows)
+        src, dst = f"blocks.{i}.ffn.", f"model.layers.{i}.mlp."
+        out[dst + "gate.weight"] = state[src + "router.weight"]
+        gate, up, down = (state[src + "experts." + p] for p in ("gate", "up", "down"))
+        for e in range(m.n_experts):
+            out[dst + f"experts.{e}.gate_proj.weight"] = gate[e].T
+            out[dst + f"experts.{e}.up_proj.weight"] = up[e].T
+            out[dst + f"experts.{e}.down_proj.weight"] = down[e].T * routed_scale
+        if m.d_shared:
+            out[dst + "shared_expert.gate_proj.weight"] = state[src + "shared.gate.weight"]
+            out[dst + "shared_expert.up_proj.weight"] = state[src + "shared.up.weight"]
+            out[dst + "shared_expert.down_proj.weight"] = state[src + "shared.down.weight"] * (2 / (k + 1))
+        else:
+            out[dst + "shared_expert.gate_proj.weight"] = torch.zeros(1, d)
+            out[dst + "shared_expert.up_proj.weight"] = torch.zeros(1, d)
+            out[dst + "shared_expert.down_proj.weight"] = torch.zeros(d, 1)
+        out[dst + "shared_expert_gate.weight"] = torch.zeros(1, d)
+    return _fp32(out)
+
+
+def hf_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_positions: int) -> dict:
+    """config.json of the transformers class our model maps to: Llama (dense) or Qwen2-MoE (MoE)."""
+    build = llama_config if cfg.moe is None else qwen2_moe_config
+    return build(cfg, eos_id, pad_id, max_positions)
+
+
+def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict under the names (and folded factors) of `hf_config`'s class."""
+    return llama_state_dict(state, cfg) if cfg.moe is None else qwen2_moe_state_dict(state, cfg)
 
 
 def tokenizer_files(tokenizer_file: Path, max_positions: int) -> tuple[dict, dict, int, int | None]:
@@ -121,30 +231,25 @@ def tokenizer_files(tokenizer_file: Path, max_positions: int) -> tuple[dict, dic
 
 
 def export_hf(source: str | os.PathLike, out_dir: str | os.PathLike, max_positions: int | None = None) -> Path:
-    """Write `source` (a run directory or model directory) as a LlamaForCausalLM directory `out_dir` (replaced).
+    """Write `source` (a run directory or model directory) as a transformers directory `out_dir` (replaced).
 
-    max_positions (max_position_embeddings, model_max_length) defaults to the run's training T, else 2048.
+    Dense -> LlamaForCausalLM, MoE -> Qwen2MoeForCausalLM. max_positions (max_position_embeddings,
+    model_max_length) defaults to the run's training T, else 2048.
     """
     model_dir = resolve_model_dir(source)
     cfg = read_model_config(model_dir)
-    if cfg.moe is not None:
-        raise ExportError(
-            f"{model_dir} is an MoE model: export-hf supports dense models only (no transformers architecture "
-            "matches our router exactly: un-renormalised top-k softmax weights, optional shared expert mixed as "
-            "shared/(k+1) + k/(k+1)·routed, no QK-norm); evaluate it with the lm-eval adapter `sparsecod` instead"
-        )
     tok_file = model_dir / "tokenizer.json"
     if not tok_file.is_file():
         raise FileNotFoundError(f"{tok_file} is missing: the model directory must hold its tokenizer")
     max_positions = max_positions or training_seq_len(model_dir) or DEFAULT_MAX_POSITIONS
     tok_config, special, eos_id, pad_id = tokenizer_files(tok_file, max_positions)
 
-    state = llama_state_dict(load_file(str(model_dir / "model.safetensors")), cfg)
+    state = hf_state_dict(load_file(str(model_dir / "model.safetensors")), cfg)
     out = Path(out_dir)
     with replace_dir_atomic(out) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         texts = {
-            "config.json": llama_config(cfg, eos_id, pad_id, max_positions),
+            "config.json": hf_config(cfg, eos_id, pad_id, max_positions),
             "generation_config.json": {"eos_token_id": eos_id, "pad_token_id": pad_id, "bos_token_id": None},
             "tokenizer_config.json": tok_config,
             "special_tokens_map.json": special,
@@ -153,3 +258,32 @@ def export_hf(source: str | os.PathLike, out_dir: str | os.PathLike, max_positio
             (tmp / name).write_text(json.dumps(obj, indent=2) + "\n")
         shutil.copyfile(tok_file, tmp / "tokenizer.json")
     return out
+
+
+def verify_export(source: str | os.PathLike, hf_dir: str | os.PathLike, seq_len: int = 64, seed: int = 0) -> float:
+    """Max |logit difference| (fp32, 2 random sequences) between our model and `AutoModelForCausalLM` on `hf_dir`.
+
+    ExportError quoting the measured difference when it exceeds PARITY_ATOL (the variant is not expressed exactly).
+    Imports transformers (the test extra).
+    """
+    try:
+        import transformers
+    except ImportError:
+        raise ExportError("--verify loads the export with transformers, which is not installed: "
+                          "pip install transformers==5.23.0 (the project's test extra)") from None
+
+    from ..model.io import load_model
+
+    model_dir = resolve_model_dir(source)
+    ours = load_model(model_dir)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    T = min(seq_len, hf.config.max_position_embeddings)
+    idx = torch.randint(0, ours.cfg.vocab_size, (2, T), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        diff = (hf(input_ids=idx).logits - ours(idx).logits.float()).abs().max().item()
+    if not diff <= PARITY_ATOL:
+        raise ExportError(
+            f"{hf_dir} ({type(hf).__name__}) does not reproduce {model_dir}: max |logit difference| {diff:.3g} > "
+            f"{PARITY_ATOL:g} (fp32); this model variant is not expressed exactly by the exported class"
+        )
+    return diff

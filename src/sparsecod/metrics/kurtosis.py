@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.transformer import Transformer
-from .moments import feature_variance, layer_kurtosis
+from ..model.moments import feature_variance, layer_kurtosis
 from .results import MetricResult
 from .states import autocast, micro_batches, model_device
 

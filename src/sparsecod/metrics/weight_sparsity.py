@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 import torch
 
+from ..model.decay import decay_split
 from ..model.transformer import RMSNorm, Transformer
 from .results import MetricResult
 from .settings import WEIGHT_EPS
@@ -42,12 +43,10 @@ def below_counts(tensors: Iterable[torch.Tensor], eps: Sequence[float]) -> tuple
 
 def parameter_subsets(model: Transformer) -> dict[str, list[str]]:
     """Names of the parameters of each subset of M7."""
-    from ..train.optim import param_groups
-
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     norm_ids = {id(p) for m in model.modules() if isinstance(m, RMSNorm) for p in m.parameters(recurse=False)}
     params = dict(model.named_parameters())
-    decayed, non_decayed = (g["names"] for g in param_groups(model, 0.0))
+    decayed, non_decayed = ([name for name, _ in group] for group in decay_split(model))
     return {
         "all": names,
         "block_matrices": [n for n in names if n.startswith("blocks.") and params[n].ndim >= 2],

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..fileio import write_bytes_atomic, write_csv_atomic
-from ..collect import last_layer_curve, tail_mean
+from ..metrics.variance_curve import last_layer_curve, tail_mean
 from .data import Results, spearman
 from .reference import load_reference
 

@@ -13,7 +13,7 @@ import matplotlib
 from matplotlib import colors as mcolors
 from matplotlib import cm
 
-from ..collect import last_layer_curve
+from ..metrics.variance_curve import last_layer_curve
 from .data import Results
 from .style import HEATMAP_CMAP, PAPER, SEQUENTIAL_CMAP, legend, no_data, series_style
 

@@ -258,26 +258,26 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
+def _shown(df: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
+    """The cells as displayed (format_cell per column), all text."""
+    return pd.DataFrame({c: [format_cell(v, formats.get(c)) for v in df[c]] for c in df.columns}, columns=df.columns)
+
+
 def to_markdown(df: pd.DataFrame, formats: dict[str, str], caption: str) -> str:
-    """A pipe table (numeric columns right-aligned) under a one-line caption."""
-    def cell(v, c):
-        return format_cell(v, formats.get(c)).replace("|", "\\|")
-    lines = [caption, "", "| " + " | ".join(df.columns) + " |",
-             "|" + "|".join("---:" if c in formats else "---" for c in df.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v, c) for v, c in zip(row, df.columns)) + " |"
-              for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    """A pipe table through pandas/tabulate (numeric columns right-aligned) under a one-line caption."""
+    shown = _shown(df, formats).apply(lambda col: col.str.replace("|", "\\|", regex=False))
+    align = tuple("right" if c in formats else "left" for c in df.columns)
+    table = shown.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align)
+    return f"{caption}\n\n{table}\n"
 
 
 def to_latex(df: pd.DataFrame, formats: dict[str, str], caption: str, label: str) -> str:
-    """A booktabs table float (\\toprule/\\midrule/\\bottomrule) with escaped text."""
-    align = "".join("r" if c in formats else "l" for c in df.columns)
-    body = [" & ".join(latex_escape(format_cell(v, formats.get(c))) for v, c in zip(row, df.columns)) + r" \\"
-            for row in df.itertuples(index=False)]
-    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{latex_escape(caption)}}}",
-                      rf"\label{{tab:{label}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-                      " & ".join(latex_escape(c) for c in df.columns) + r" \\", r"\midrule", *body,
-                      r"\bottomrule", r"\end{tabular}", r"\end{table}"]) + "\n"
+    """A booktabs table float (\\toprule/\\midrule/\\bottomrule) through pandas' Styler, text escaped by latex_escape."""
+    styler = (_shown(df, formats).style.hide(axis="index").format(latex_escape).format_index(latex_escape, axis=1)
+              .set_table_styles([{"selector": "small", "props": ":;"}]))
+    return styler.to_latex(column_format="".join("r" if c in formats else "l" for c in df.columns), hrules=True,
+                           caption=latex_escape(caption), label=f"tab:{label}", position="t",
+                           position_float="centering", environment="table")
 
 
 def render_table(name: str, res: Results, ref_dir: Path, out_dir: Path) -> list[Path]:

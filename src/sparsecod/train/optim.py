@@ -1,8 +1,7 @@
 """AdamW with the paper's weight-decay groups and LR schedule (spec §1.5).
 
-Decay applies to every matrix: all Linear weights (QKV, attention output, gate/up/down, LM head),
-the MoE router and the stacked expert tensors. The token embedding and the RMSNorm gains are not
-decayed. The schedule is a linear warmup 0 -> peak over `warmup_steps`, then a cosine from peak to
+Decay applies to every matrix (the rule: `sparsecod.model.decay`); the embedding and the RMSNorm gains
+are not decayed. The schedule is a linear warmup 0 -> peak over `warmup_steps`, then a cosine from peak to
 `min_lr_ratio`·peak that ends exactly at update `steps`, constant afterwards.
 """
 
@@ -11,37 +10,17 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from ..config import TrainConfig
-from ..model.transformer import RMSNorm, Transformer
+from ..model.decay import decay_split
+from ..model.transformer import Transformer
 
 
 def param_groups(model: Transformer, weight_decay: float) -> list[dict]:
-    """[{"params", "names", "weight_decay"=λ}, {"params", "names", "weight_decay"=0}] (spec §1.5).
-
-    No decay: the parameters of nn.Embedding and RMSNorm modules. Decay: every other parameter (the
-    matrices of Linear layers, the router and the stacked experts). Decided by module type, not by
-    tensor rank, so it also holds for FSDP's flattened shards. A bias (the paper has none) raises, so
-    a new module type never slips into a group silently.
-    """
-    no_decay_ids = set()
-    for module in model.modules():
-        if isinstance(module, (nn.Embedding, RMSNorm)):
-            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay = ([], []), ([], [])
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.endswith("bias"):
-            raise ValueError(f"parameter {name}: the paper's models have no biases (spec §1.2); no decay group for it")
-        group = no_decay if id(p) in no_decay_ids else decay
-        group[0].append(name)
-        group[1].append(p)
-    return [
-        {"params": decay[1], "names": decay[0], "weight_decay": weight_decay},
-        {"params": no_decay[1], "names": no_decay[0], "weight_decay": 0.0},
-    ]
+    """[{"params", "names", "weight_decay"=λ}, {"params", "names", "weight_decay"=0}] (spec §1.5; the rule is
+    `sparsecod.model.decay.decay_split`)."""
+    return [{"params": [p for _, p in group], "names": [n for n, _ in group], "weight_decay": wd}
+            for group, wd in zip(decay_split(model), (weight_decay, 0.0))]
 
 
 def lr_factor(n: int, cfg: TrainConfig) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ..metrics.moments import feature_variance
+from ..model.moments import feature_variance
 from ..model.transformer import BlockTrace, RMSNorm
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]  # sum over data-parallel ranks

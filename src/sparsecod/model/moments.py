@@ -1,4 +1,5 @@
-"""Activation statistics shared by the training callbacks and the analysis: M1/M2 variance, M10 kurtosis."""
+"""Activation statistics shared by the training callbacks (train.stats) and the analysis (metrics.kurtosis):
+M1/M2 variance, M10 kurtosis. Below both, so training never imports the analysis (issue 17.4)."""
 
 from __future__ import annotations
 
