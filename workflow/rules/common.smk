@@ -53,7 +53,7 @@ def _check_paths():
 _check_paths()
 
 wildcard_constraints:
-    run=r"[A-Za-z0-9_.=@+-]+",
+    run=r"[A-Za-z0-9_.=@+~-]+",
     metric=r"[a-z_]+",
     sweep=r"[A-Za-z0-9_.-]+",
     group="|".join(GROUPS),
