@@ -72,11 +72,12 @@ def make_results(root: Path, trend: int = 1) -> Registry:
     return reg
 
 
-def _ci(scalars: dict, keys: list[str], width: float = 0.01) -> dict:
-    """The scalars plus `ci.<key>.{low,high}` = value ± width (the metric writers' window-bootstrap layout)."""
+def _ci(scalars: dict, keys: list, width: float = 0.01) -> dict:
+    """The scalars plus `ci.<key>.{low,high}` = value ± width (the metric writers' window-bootstrap layout);
+    a key is a name or a tuple path into nested scalars."""
     ci = {}
     for key in keys:
-        node, parts = scalars, key.split(".")
+        node, parts = scalars, (key,) if isinstance(key, str) else key
         for part in parts:
             node = node[part]
         leaf = ci
@@ -113,7 +114,7 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
         krows = [{"step": t, "layer": l, "kurtosis": 3 + l * s, "kurt_p50": 3.0, "kurt_p90": 4.0, "kurt_p99": 6 + l,
                   "kurt_max": 20.0} for t in step[::2] for l in range(L)]
         pd.DataFrame(krows).to_parquet(out / "kurtosis_log.parquet")
-    useful = min(1.0, 0.8 / s) if spec.group in ("depth", "moe", "gqa") else 0.8
+    useful = min(1.0, 0.6 * s ** -0.5) if spec.group in ("depth", "moe", "gqa") else 0.8  # no ties in a sweep
     analyses = set(reg.analyses(run_id))  # the union over the run and its aliases
     meta = {"run_id": run_id, "n_layers": L, "d_model": d}
     adir = out / "analysis"
@@ -172,7 +173,7 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
         sp = {str(Te): {f"{e:g}": float(g["sparsity"].mean()) for e, g in table[table["T_e"] == Te].groupby("eps")}
               for Te in lengths}
         ent = {str(Te): float(table[table["T_e"] == Te]["entropy"].mean()) for Te in lengths}
-        keys = [f"sparsity.{Te}.{e:g}" for Te in lengths for e in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)]
+        keys = [("sparsity", str(Te), f"{e:g}") for Te in lengths for e in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)]
         write_result(adir, "attention", MetricResult(_ci({"lengths": lengths, "sparsity": sp, "entropy": ent}, keys),
                                                      table), meta)
         write_init(adir, "attention", {"sparsity": {str(Te): {f"{e:g}": 0.2 + 0.01 * rng.uniform()

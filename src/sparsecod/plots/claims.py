@@ -14,8 +14,9 @@ and `sparsecod.stats.decide` gives the verdict and its reason (the rule is state
   intervals of both values (ratios on the log scale).
 Last-layer variance (M1, Var(x_L) pre-norm) is compared at a common step after warm-up: runs that end inside their
 warm-up are left out, the rest are cut at the shortest remaining run's last logged step and averaged over the last
-10% of their logged points after warm-up (collect's `last_layer.final_mean` convention); the interval of a one-seed
-value is the bootstrap interval of that mean. The paper's variance values are the digitized anchors
+10% (at least 5) of their logged points after warm-up (collect's `last_layer.final_mean` convention, with a floor
+of 5 points so that short runs have a spread); the interval of a one-seed value is the bootstrap interval of that
+mean. The paper's variance values are the digitized anchors
 (variance_anchors.csv: `end`, or `at` 2,384 steps for Fig 5a).
 """
 
@@ -42,7 +43,7 @@ VERDICTS = stats.VERDICTS
 COLUMNS = ["claim_id", "verdict", "reason", "ours", "ci_low", "ci_high", "p_value", "init_value", "paper",
            "p_beyond_init", "claim", "group", "statistic", "test", "n_runs", "n_seeds", "runs", "detail"]
 EPS = f"{1e-3:g}"  # threshold ε of the M7/M8 claims (the paper's middle panel, spec §2 [CHOICE])
-TAIL = 0.1  # M1 values: mean over the last 10% of the logged points
+TAIL, TAIL_MIN = 0.1, 5  # M1 values: mean over the last 10% (at least 5) of the logged points after warm-up
 
 
 # --- measured quantities ----------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def variance_quantity(res: Results, run_ids: list[str]) -> tuple[dict[str, Measu
                 vals.append(math.nan)
                 continue
             part = curve[(curve["step"] > warm[run]) & (curve["step"] <= step)]["value"]
-            tail = part.iloc[-max(1, int(len(part) * TAIL)):] if len(part) else part
+            tail = part.iloc[-max(TAIL_MIN, int(len(part) * TAIL)):] if len(part) else part
             vals.append(float(tail.mean()) if len(tail) else math.nan)
             tail_values = tail.tolist() if tail_values is None else tail_values
         low, high = stats.mean_interval(tail_values or [])
