@@ -28,6 +28,7 @@ The verdict rule (α = ALPHA = 0.05, one-sided tests):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -60,9 +61,14 @@ def window_interval(statistic: Callable[[np.ndarray], float], n: int, seed: int 
         flat = idx.reshape(-1, idx.shape[-1])
         return np.array([statistic(row.astype(int)) for row in flat]).reshape(idx.shape[:-1])
 
-    res = stats.bootstrap((np.arange(n),), vectorized, vectorized=True, method="percentile",
-                          n_resamples=n_resamples, confidence_level=level, rng=np.random.default_rng(seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap((np.arange(n),), vectorized, vectorized=True, method="percentile",
+                              n_resamples=n_resamples, confidence_level=level, rng=np.random.default_rng(seed))
     low, high = res.confidence_interval
+    dist = res.bootstrap_distribution
+    if not (np.isfinite(low) and np.isfinite(high)) and np.isfinite(dist).all() and np.ptp(dist) == 0:
+        return float(dist[0]), float(dist[0])  # every resample gives the same score
     return float(low), float(high)
 
 
