@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+MINI_REPLICAS = 0  # replicate-seed jobs of config/mini.yaml: see its `seeds:` keys
 
 
 def snakemake(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -52,9 +53,24 @@ def test_small_scales_plan_the_same_runs(config: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
     trained = 31 + {"config/smoke.yaml": 12, "config/mini.yaml": 18}[config]  # sweeps: 2 / 3 grid points each
-    assert counts["train"] == trained
-    assert counts["analyze_run"] == 29  # one analysis job per trained paper run that has analyses
-    assert counts["evaluate"] == 13
+    replicas = {"config/smoke.yaml": 3, "config/mini.yaml": MINI_REPLICAS}[config]  # replicate seeds (`seeds:`)
+    assert counts["train"] == trained + replicas["train"] if isinstance(replicas, dict) else trained + replicas
+    analyzed = replicas["analyze"] if isinstance(replicas, dict) else replicas
+    assert counts["analyze_run"] == 29 + analyzed  # one analysis job per trained run (and seed) with analyses
+    assert counts["evaluate"] == 13 + (replicas["evaluate"] if isinstance(replicas, dict) else 0)
+
+
+def test_seeds_aliases_and_sweeps_in_a_dry_run(tmp_path: Path) -> None:
+    """Smoke's gqa group has seeds: 2: every run gets a `~s1` seed with its own training and analysis; gqa-G1's seed 0
+    is still seq-4096's training and the L16-T4096 sweep (on gqa-G1, seed 0) still trains once per grid point."""
+    result = snakemake("-n", "gqa", "--configfile", "config/smoke.yaml", "--config", f"results={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = re.findall(r"rule (\w+):\n(?:.*\n)*?\s+wildcards: run=([^,\s]+)", result.stdout)
+    trained = {run for rule, run in jobs if rule == "train"}
+    assert trained == {"seq-4096", "gqa-G1~s1", "gqa-G4", "gqa-G4~s1", "gqa-G16", "gqa-G16~s1",
+                       "gqa-G1@lr3e-3", "gqa-G1@lr1e-2"}
+    assert {run for rule, run in jobs if rule == "analyze_run"} == {"seq-4096", "gqa-G1~s1", "gqa-G4", "gqa-G4~s1",
+                                                                    "gqa-G16", "gqa-G16~s1"}
 
 
 def test_group_target_builds_only_its_runs(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def build_summary(reg: Registry, groups: Sequence[str] | None = None) -> pd.Data
     """The tidy table of every paper run id (aliases included) of `groups` (default: all); a run's missing files
     contribute no rows beyond its ("run", "trained", 0) row."""
     rows: list[dict[str, Any]] = []
-    for run_id in reg.all_ids() if groups is None else [r for g in groups for r in reg.group_runs[g]]:
+    for run_id in reg.all_ids(seeds=True) if groups is None else [r for g in groups for r in reg.group_ids(g)]:
         spec = reg.spec(run_id)
         base = {"run_id": run_id, "trained_as": reg.canonical(run_id), "group": spec.group, "scale": reg.config.get("scale"),
                 "base_run": spec.replica_of or run_id, "seed": spec.seed_index}

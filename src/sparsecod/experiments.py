@@ -85,7 +85,8 @@ class Registry:
         self.runs: dict[str, RunSpec] = {}
         self.aliases: dict[str, str] = {}
         self._alias_specs: dict[str, RunSpec] = {}
-        self.group_runs: dict[str, list[str]] = {}
+        self.group_runs: dict[str, list[str]] = {}  # the paper's run ids (seed 0) of each group
+        self._replicas: dict[str, list[str]] = {}  # run id -> its seeds' ids (itself first)
         self.sweeps: dict[str, Sweep] = {}
         for group in GROUPS:
             self._add_group(group, _section(config, "groups").get(group))
@@ -112,12 +113,14 @@ class Registry:
             n_seeds = _seed_count(settings.pop("seeds", 1), f"groups.{group}.runs.{run_id}.seeds")
             run = self._make_run(group, run_id, settings,
                                  tuple(spec.get("analyses", ())), self._group_tasks(group, spec.get("evaluate")))
+            self.group_runs[group].append(run_id)
+            self._replicas[run_id] = []
             for k in range(n_seeds):
                 replica = run if k == 0 else dataclasses.replace(
                     run, run_id=f"{run_id}{SEED_SEP}{k}", train=dataclasses.replace(run.train, seed=run.train.seed + k),
                     replica_of=run_id, seed_index=k)
                 self._register(replica)
-                self.group_runs[group].append(replica.run_id)
+                self._replicas[run_id].append(replica.run_id)
 
     def _group_tasks(self, group: str, evaluate: Any) -> tuple[str, ...]:
         """`groups.<g>.evaluate`: true = every task of `evaluation.tasks`, a list = those of them, false = none."""
@@ -236,18 +239,21 @@ class Registry:
         return [t for t in self._all_tasks() if t in wanted]
 
     def replicas(self, run_id: str) -> list[str]:
-        """The seeds of a paper run: `run_id` (seed 0) followed by `run_id~s1`, ... (the run itself for a replica)."""
-        spec = self.spec(run_id)
-        base = spec.replica_of or run_id
-        group = self.group_runs[spec.group]
-        return [base] + [r for r in group if self.spec(r).replica_of == base]
+        """The seeds of a paper run: `run_id` (seed 0) followed by `run_id~s1`, ... (also given a replica's id)."""
+        base = self.spec(run_id).replica_of or run_id
+        return list(self._replicas[base])
+
+    def group_ids(self, group: str) -> list[str]:
+        """Every run id of `group` with its replicate seeds (`depth-L16`, `depth-L16~s1`, ...), in config order."""
+        return [r for base in self.group_runs[group] for r in self._replicas[base]]
 
     def _all_tasks(self) -> tuple[str, ...]:
         return tuple((self.config.get("evaluation") or {}).get("tasks") or ())
 
-    def all_ids(self) -> list[str]:
-        """Every paper run id (aliases included), in group order; sweep points excluded."""
-        return [r for g in GROUPS for r in self.group_runs[g]]
+    def all_ids(self, seeds: bool = False) -> list[str]:
+        """Every paper run id (aliases included), in group order; sweep points excluded; with `seeds`, each
+        followed by its replicate seeds."""
+        return [r for g in GROUPS for r in (self.group_ids(g) if seeds else self.group_runs[g])]
 
     def trained_ids(self) -> list[str]:
         """Ids of the training jobs: canonical runs and sweep points."""

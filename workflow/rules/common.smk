@@ -88,7 +88,7 @@ def run_outputs(run_id):
 
 
 def group_outputs(group):
-    return sorted({f for r in REG.group_runs[group] for f in run_outputs(r)})
+    return sorted({f for r in REG.group_ids(group) for f in run_outputs(r)})  # every seed of every run
 
 
 # --- figures, tables, claims (figures.smk) ------------------------------------------------------------------
