@@ -143,7 +143,7 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
             "usefulness": n_useful / L, "effective_layers": n_useful, "wasted_layers": L - n_useful,
             "baseline_loss": 5.0, "usefulness_transpose_bug": n_released / L,
             "effective_layers_transpose_bug": n_released, "ratio": ratio.tolist(), "ceiling": ceiling.tolist(),
-            "normalised_score": score, "floor": False}, keys, 0.02), table), meta)
+            "ceiling_max": float(ceiling.max()), "normalised_score": score, "floor": False}, keys, 0.02), table), meta)
         write_init(adir, "usefulness", {"usefulness": 0.0, "usefulness_transpose_bug": 0.0,
                                         "normalised_score": 0.01 * rng.uniform(), "floor": False}, meta, keys)
     if "perplexity" in analyses:

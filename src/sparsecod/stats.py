@@ -87,6 +87,18 @@ def se_from_interval(low: float, high: float, level: float = LEVEL) -> float:
     return float((high - low) / (2 * stats.norm.ppf(0.5 + level / 2)))
 
 
+def seed_interval(values: Sequence[float], low: float = NAN, high: float = NAN) -> tuple[float, float, float]:
+    """(mean, low, high) of a run's per-seed values: the t interval across ≥ 2 finite seeds, else the one seed's
+    own interval (`low`, `high`: its window bootstrap, NaN when it has none)."""
+    v = [x for x in values if np.isfinite(x)]
+    if not v:
+        return NAN, NAN, NAN
+    if len(v) == 1:
+        return float(v[0]), low, high
+    t = mean_test(v, +1)
+    return t.stat, t.low, t.high
+
+
 # --- tests ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Test:
