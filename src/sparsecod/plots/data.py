@@ -91,10 +91,13 @@ class Results:
         return float(rows["value"].iloc[0]) if len(rows) else float("nan")
 
     def scalars(self, group: str, metrics: Mapping[str, tuple[str, str]]) -> pd.DataFrame:
-        """`runs(group)` plus one column per name in `metrics` (name -> (source, metric)); NaN where missing."""
+        """`runs(group)` plus one column per name in `metrics` (name -> (source, metric)): the mean over the run's
+        seeds (NaN where missing), and `<name>_seeds` with the per-seed values (for error bars)."""
         runs = self.runs(group)
         for name, (source, metric) in metrics.items():
-            runs[name] = [self.value(r, source, metric) for r in runs["run_id"]]
+            seeds = [self.seed_values(r, source, metric) for r in runs["run_id"]]
+            runs[name] = [float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for v in seeds]
+            runs[f"{name}_seeds"] = seeds
         return runs
 
     def common_step(self, run_ids: Iterable[str]) -> int | None:

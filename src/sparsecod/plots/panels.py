@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import matplotlib
+import seaborn as sns
 from matplotlib import colors as mcolors
 from matplotlib import cm
 
@@ -82,9 +83,25 @@ def layer_curves(ax, log_df: pd.DataFrame | None, column: str, *, log: bool = Fa
     ax.figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="layer")
 
 
+def seed_errorbars(ax, x: Sequence[float], seeds: Sequence[Sequence[float]], color="black") -> None:
+    """Error bars across seeds at positions x: seaborn's mean ± sd (errorbar="sd") of each position's per-seed
+    values, drawn only where a position has at least two finite seeds."""
+    rows = [(xi, v) for xi, values in zip(x, seeds) if np.isfinite(np.asarray(values, float)).sum() >= 2
+            for v in values if np.isfinite(v)]
+    if not rows:
+        return
+    sns.lineplot(data=pd.DataFrame(rows, columns=["x", "value"]), x="x", y="value", errorbar="sd", err_style="bars",
+                 estimator="mean", ls="", marker="", color=color, err_kws={"capsize": 2, "lw": 0.8}, legend=False,
+                 ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+
+
 def sweep_lines(ax, x: Sequence, series: dict[str, Sequence[float]], *, paper: dict[str, Sequence[float]] | None = None,
-                xlabel: str = "", ylabel: str = "", logx: bool = False, categorical: bool = False) -> None:
-    """One line per series over the sweep values x; `paper` values of the same series as hollow markers."""
+                xlabel: str = "", ylabel: str = "", logx: bool = False, categorical: bool = False,
+                seeds: dict[str, Sequence[Sequence[float]]] | None = None) -> None:
+    """One line per series over the sweep values x; `paper` values of the same series as hollow markers;
+    `seeds`: per-seed values of a series at each x, drawn as error bars across seeds (mean ± sd)."""
     xs = list(range(len(x))) if categorical else list(x)
     drawn = False
     for i, (name, ys) in enumerate(series.items()):
@@ -92,6 +109,8 @@ def sweep_lines(ax, x: Sequence, series: dict[str, Sequence[float]], *, paper: d
         if np.isfinite(ys).any():
             st = series_style(i, len(series))
             ax.plot(xs, ys, label=name, lw=1.3, markersize=5, **st)
+            if seeds and name in seeds:
+                seed_errorbars(ax, xs, seeds[name], st["color"])
             drawn = True
         if paper and name in paper:
             ax.scatter(xs, paper[name], **PAPER, label=f"{name} (paper)" if len(series) > 1 else "paper")
@@ -108,8 +127,10 @@ def sweep_lines(ax, x: Sequence, series: dict[str, Sequence[float]], *, paper: d
 
 
 def score_bars(ax, labels: Sequence[str], scores: dict[str, Sequence[float]],
-               paper: dict[str, Sequence[float]] | None = None, *, xlabel: str = "") -> None:
-    """Grouped bars of the M4–M6 scores per run with values annotated; the paper's values as hollow markers."""
+               paper: dict[str, Sequence[float]] | None = None, *, xlabel: str = "",
+               seeds: dict[str, Sequence[Sequence[float]]] | None = None) -> None:
+    """Grouped bars of the M4–M6 scores per run with values annotated; the paper's values as hollow markers;
+    `seeds`: per-seed values of each score and run, drawn as error bars across seeds (mean ± sd)."""
     if not any(np.isfinite(np.asarray(v, dtype=float)).any() for v in scores.values()):
         no_data(ax, ", ".join(scores))
         return
@@ -128,6 +149,8 @@ def score_bars(ax, labels: Sequence[str], scores: dict[str, Sequence[float]],
                             va="bottom", fontsize=6, rotation=90)
         if paper and name in paper:
             ax.scatter(pos, paper[name], **PAPER, label="paper" if i == 0 else None)
+        if seeds and name in seeds:
+            seed_errorbars(ax, pos, seeds[name])
     ax.set_xticks(x, labels)
     ax.set_ylim(0, 1.15)
     ax.set_xlabel(xlabel)
