@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MINI_REPLICAS = 0  # replicate-seed jobs of config/mini.yaml: see its `seeds:` keys
+SEED_JOBS = {"config/smoke.yaml": 3, "config/mini.yaml": 3}  # replicate seeds: gqa's seeds: 2 (3 trainings, 3 analyses)
 
 
 def snakemake(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -53,11 +53,9 @@ def test_small_scales_plan_the_same_runs(config: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
     trained = 31 + {"config/smoke.yaml": 12, "config/mini.yaml": 18}[config]  # sweeps: 2 / 3 grid points each
-    replicas = {"config/smoke.yaml": 3, "config/mini.yaml": MINI_REPLICAS}[config]  # replicate seeds (`seeds:`)
-    assert counts["train"] == trained + replicas["train"] if isinstance(replicas, dict) else trained + replicas
-    analyzed = replicas["analyze"] if isinstance(replicas, dict) else replicas
-    assert counts["analyze_run"] == 29 + analyzed  # one analysis job per trained run (and seed) with analyses
-    assert counts["evaluate"] == 13 + (replicas["evaluate"] if isinstance(replicas, dict) else 0)
+    assert counts["train"] == trained + SEED_JOBS[config]
+    assert counts["analyze_run"] == 29 + SEED_JOBS[config]  # one analysis job per trained run (and seed) with analyses
+    assert counts["evaluate"] == 13
 
 
 def test_seeds_aliases_and_sweeps_in_a_dry_run(tmp_path: Path) -> None:
@@ -169,7 +167,7 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
     from sparsecod.experiments import GROUPS, load_registry
 
     reg = load_registry(ROOT / "config" / "smoke.yaml")
-    assert set(summary.run_id) == set(reg.all_ids())
+    assert set(summary.run_id) == set(reg.all_ids(seeds=True))  # replicate seeds have their own rows
     assert set(summary.group) == set(GROUPS)
     for run_id in reg.all_ids():
         rows = summary[summary.run_id == run_id]
@@ -177,6 +175,8 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
         for family in reg.analyses(run_id):
             if family in reg.spec(run_id).analyses:
                 assert (rows.source == family).any(), (run_id, family)
+                if family in ("causal", "permutation", "usefulness", "attention", "weight_sparsity"):
+                    assert (rows.source == f"{family}@init").any(), (run_id, family)  # the untrained control
         if reg.spec(run_id).evaluate:  # depth: all four tasks (Table 1); ablation: ARC-C, HellaSwag (Fig 1)
             metrics = {f"{t}.{HEADLINE[t]}" for t in reg.evaluation_tasks(run_id)}
             assert set(rows[rows.source == "eval"].metric) >= metrics and len(metrics) >= 2, run_id
@@ -192,7 +192,8 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"{item.stems[0]}.{ext}").is_file()
     claims = pd.read_csv(results / "claims.csv")
-    assert len(claims) >= 10 and set(claims.verdict) <= {"reproduced", "not reproduced", "not enough runs"}
+    assert len(claims) >= 10 and set(claims.verdict) <= {"reproduced", "contradicted", "inconclusive"}
+    assert claims["reason"].notna().all()
     second = snakemake("--profile", "local", "all", "--config", f"results={results}", "-n")
     assert second.returncode == 0 and "Nothing to be done" in second.stdout, second.stdout[-3000:]
 
