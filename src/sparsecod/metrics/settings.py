@@ -43,7 +43,7 @@ class AnalysisSettings:
     usefulness_tau: τ of M6; usefulness_transpose_bug: also report the released code's x Wᵀ + b variant (D1).
     weight_eps, attention_eps: threshold sweeps of M7 and M8 (Q2).
     init_control: also analyse the run's untrained step-0 weights (rebuilt from its seed, same windows) into
-    analysis/init/ (the control of every claim, docs/protocol.md). bootstrap_resamples: window-bootstrap resamples
+    analysis/init/ (the control of every claim, plots/claims.py). bootstrap_resamples: window-bootstrap resamples
     of each score's interval (`ci.*` in the JSON; 0 = none).
     """
 
