@@ -98,8 +98,8 @@ def build_summary(reg: Registry, groups: Sequence[str] | None = None) -> pd.Data
     rows: list[dict[str, Any]] = []
     for run_id in reg.all_ids(seeds=True) if groups is None else [r for g in groups for r in reg.group_ids(g)]:
         spec = reg.spec(run_id)
-        base = {"run_id": run_id, "trained_as": reg.canonical(run_id), "group": spec.group, "scale": reg.config.get("scale"),
-                "base_run": spec.replica_of or run_id, "seed": spec.seed_index}
+        base = {"run_id": run_id, "trained_as": reg.canonical(run_id), "group": spec.group,
+                "scale": reg.config.get("scale"), "base_run": spec.replica_of or run_id, "seed": spec.seed_index}
         labels = {f"label_{k}": v for k, v in spec.labels.items()}
         for source, metric, value in _run_rows(reg.run_dir(run_id)):
             rows.append({**base, "source": source, "metric": metric, "value": value, **labels})

@@ -113,7 +113,7 @@ class Test:
     method: str
 
 
-def _spearman(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+def spearman_rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """Spearman ρ along `axis` (vectorized: Pearson correlation of average ranks); 0 for a constant side."""
     rx, ry = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
     rx = rx - rx.mean(axis=axis, keepdims=True)
@@ -129,21 +129,21 @@ def trend_test(x: Sequence[float], y: Sequence[float], sign: int, seed: int = 0)
     bootstrap interval of ρ. Points may repeat an x (seeds of one run)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
-    rho = float(_spearman(x, y))
+    rho = float(spearman_rho(x, y))
     exact = n <= EXACT_MAX
     rng = np.random.default_rng(seed)
     kw = {"permutation_type": "pairings", "vectorized": True, "n_resamples": np.inf if exact else N_PERM, "rng": rng}
 
     def rho_of(y_perm: np.ndarray, axis: int = -1) -> np.ndarray:  # one sample: only y is permuted (n! pairings)
         y_perm = np.moveaxis(y_perm, axis, -1)
-        return _spearman(np.broadcast_to(x, y_perm.shape), y_perm)
+        return spearman_rho(np.broadcast_to(x, y_perm.shape), y_perm)
 
     greater = stats.permutation_test((y,), rho_of, alternative="greater", **kw).pvalue
     less = stats.permutation_test((y,), rho_of, alternative="less", **kw).pvalue
     p_agree, p_against = (greater, less) if sign > 0 else (less, greater)
     low = high = NAN
     if n >= 3 and len(set(x)) > 1:
-        ci = stats.bootstrap((x, y), _spearman, paired=True, vectorized=True, method="percentile",
+        ci = stats.bootstrap((x, y), spearman_rho, paired=True, vectorized=True, method="percentile",
                              n_resamples=N_BOOT, rng=np.random.default_rng(seed)).confidence_interval
         low, high = float(ci.low), float(ci.high)
     method = f"exact permutation test of Spearman ρ (n = {n})" if exact else f"permutation test of ρ ({N_PERM} draws)"
@@ -205,7 +205,8 @@ def decide(test: Test | None, missing: str | None = None, floor: str | None = No
     if test.p_agree > ALPHA:
         note = ""
         if test.method.startswith("exact permutation") and min_trend_p(test.n) > ALPHA:
-            note = f"; {test.n} points cannot reach p ≤ {ALPHA:g} (smallest p = 1/{test.n}! = {min_trend_p(test.n):.3g})"
+            note = (f"; {test.n} points cannot reach p ≤ {ALPHA:g} "
+                    f"(smallest p = 1/{test.n}! = {min_trend_p(test.n):.3g})")
         return INCONCLUSIVE, f"interval spans the null: p = {test.p_agree:.3g} ({test.method}){note}"
     if not needs_control:
         return REPRODUCED, f"p = {test.p_agree:.3g} ({test.method}); no untrained control applies{init_text}"
@@ -227,7 +228,7 @@ def false_positive_rate(n: int, alpha: float = ALPHA) -> float:
 
     x = np.arange(n, dtype=float)
     perms = np.array(list(itertools.permutations(range(n))), dtype=float)
-    rhos = _spearman(np.broadcast_to(x, perms.shape), perms)
+    rhos = spearman_rho(np.broadcast_to(x, perms.shape), perms)
     # p(ρ) = P(ρ_perm ≥ ρ): the fraction of pairings at least as large
     ps = np.array([(rhos >= r - 1e-12).mean() for r in rhos])
     return float((ps <= alpha).mean())

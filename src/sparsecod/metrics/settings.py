@@ -104,7 +104,8 @@ class AnalysisSettings:
             if not getattr(self, key) or min(getattr(self, key)) <= 0:
                 raise ConfigError(f"analysis.{key} must list thresholds > 0, got {getattr(self, key)}")
         if self.bootstrap_resamples < 0:
-            raise ConfigError(f"analysis.bootstrap_resamples must be >= 0 (0 = no intervals), got {self.bootstrap_resamples}")
+            raise ConfigError(f"analysis.bootstrap_resamples must be >= 0 (0 = no intervals), "
+                              f"got {self.bootstrap_resamples}")
         if self.usefulness_tau < 0:
             raise ConfigError(f"analysis.usefulness_tau must be >= 0, got {self.usefulness_tau}")
 

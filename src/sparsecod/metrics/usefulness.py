@@ -15,7 +15,7 @@ a dense model it fitted the target N_f(x_L) (the final-normed state) instead of 
 both (fields `*_transpose_bug`; MoE models are not affected by D2a, spec D2).
 
 Continuous scores beside τ (the τ test says nothing when no block can pass it, e.g. at small scale):
-    c_l = ℓ(x_{l+1} replaced by its mean vector over all tokens) / ℓ_0      ceiling of block l (all information gone)
+    c_l = ℓ(x_{l+1} replaced by its mean vector over all tokens) / ℓ_0    ceiling of block l (information gone)
     s_l = (r_l − 1) / (c_l − 1)                                             normalised score (0 = affine is enough)
 `normalised_score` = mean_l s_l; `floor` = true when every ceiling is ≤ 1 + τ (no block can pass τ: U = 0 by
 construction, a floor, not a finding). Losses are kept per window, so `ci.<score>` is a percentile bootstrap
@@ -173,7 +173,8 @@ def replacement_losses(
                 sums[v][rows, layer] += ce_per_window(model, x_last, idx).numpy()
 
             chains = [Chain(means[layer].expand_as(xs[layer + 1]), blocks[layer + 1 :], offset=layer + 1)
-                      if v == "ceiling" else Chain(xs[layer], [replacements[v][layer], *blocks[layer + 1 :]], offset=layer)
+                      if v == "ceiling" else
+                      Chain(xs[layer], [replacements[v][layer], *blocks[layer + 1 :]], offset=layer)
                       for v, layer in runs]
             run_chains(model, chains, ctx, chain_tokens, on_done=on_done)
     if per_window:

@@ -337,7 +337,7 @@ def trend_claim(claim: Claim, res: Results, paper: float) -> dict:
         test = stats.trend_test([p[0] for p in ok], [p[1] for p in ok], claim.sign)
         init_pts = [p for p in ok if np.isfinite(p[2])]
         if claim.control and len(init_pts) == len(ok):
-            init_value = float(stats._spearman(np.array([p[0] for p in ok]), np.array([p[2] for p in ok])))
+            init_value = float(stats.spearman_rho(np.array([p[0] for p in ok]), np.array([p[2] for p in ok])))
             init_holds = claim.sign * init_value > 0
             f = np.log if claim.quantity in LOG_SCALE else (lambda v: v)
             with np.errstate(divide="ignore", invalid="ignore"):
