@@ -147,3 +147,16 @@ def test_seed_spread_is_drawn_as_error_bars() -> None:
     score_bars(b, ["L=12", "L=16"], {"causal": [0.3, 0.2]}, seeds={"causal": [[0.3], [0.2]]})
     assert not [c for c in b.containers if isinstance(c, ErrorbarContainer)], "one seed: no error bar"
     plt.close(fig)
+
+
+def test_variance_curves_of_a_seeded_run_are_a_mean_with_a_band(results: Results) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from sparsecod.plots.panels import variance_curves
+
+    fig, ax = plt.subplots()
+    variance_curves(ax, results, results.runs("gqa"))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["G=1 (2 seeds)", "G=4 (2 seeds)", "G=16 (2 seeds)"]
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 3  # one ± sd band per run
+    plt.close(fig)

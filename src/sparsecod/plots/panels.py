@@ -21,17 +21,26 @@ from .style import HEATMAP_CMAP, PAPER, SEQUENTIAL_CMAP, legend, no_data, series
 
 def variance_curves(ax, res: Results, runs: pd.DataFrame, *, column: str = "out_var", align: int | None = None,
                     log: bool = False, ylabel: str = "Variance @ last layer") -> None:
-    """M1: the last block's output variance vs step, one line per run; `align` cuts every run at that step."""
+    """M1: the last block's output variance vs step, one line per run; `align` cuts every run at that step. A run
+    with replicate seeds is drawn as the mean over its seeds with seaborn's ± sd band (errorbar="sd")."""
     drawn = 0
     for i, run in enumerate(runs.itertuples()):
-        log_df = res.variance(run.run_id)
-        if log_df is None or log_df.empty:
+        curves = []
+        for rep in res.replicas(run.run_id):
+            log_df = res.variance(rep)
+            if log_df is not None and not log_df.empty:
+                curve = last_layer_curve(log_df, column)
+                curves.append(curve[curve["step"] <= align] if align is not None else curve)
+        if not curves:
             continue
-        curve = last_layer_curve(log_df, column)
-        if align is not None:
-            curve = curve[curve["step"] <= align]
         st = series_style(i, len(runs))
-        ax.plot(curve["step"], curve["value"], color=st["color"], linestyle=st["linestyle"], lw=1.3, label=run.label)
+        if len(curves) == 1:
+            ax.plot(curves[0]["step"], curves[0]["value"], color=st["color"], linestyle=st["linestyle"], lw=1.3,
+                    label=run.label)
+        else:
+            sns.lineplot(data=pd.concat(curves, ignore_index=True), x="step", y="value", errorbar="sd",
+                         estimator="mean", color=st["color"], linestyle=st["linestyle"], lw=1.3,
+                         label=f"{run.label} ({len(curves)} seeds)", ax=ax)
         drawn += 1
     if not drawn:
         no_data(ax, "variance logs")
