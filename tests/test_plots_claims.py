@@ -120,3 +120,16 @@ def test_seeds_are_points_of_the_trend_and_pairs_use_a_t_test(results) -> None:
     assert claims.loc["E4-variance", "n_seeds"] == 2 and "n = 6" in claims.loc["E4-variance", "test"]
     assert "seeds" in claims.loc["E4-mqa-vs-mha", "test"]  # synthetic seeds agree exactly: no t statistic
     assert "z-test" in claims.loc["E5-variance-400M", "test"]  # one seed: the step-bootstrap interval
+
+
+def test_variance_is_compared_after_warm_up(results, monkeypatch) -> None:
+    """Runs that end inside their warm-up are left out (E3: step 11 of a 12-step warm-up at mini)."""
+    import sparsecod.plots.claims as claims_module
+
+    long = {"seq-4096", "seq-8192"}
+    monkeypatch.setattr(claims_module, "_warmup", lambda res, run: 10_000 if run in long else 4)
+    row = evaluate_claims(results[1], REF).set_index("claim_id").loc["E3-variance"]
+    assert "left out (end inside warm-up): seq-4096, seq-8192" in row["detail"] and row["n_runs"] == 4
+    monkeypatch.setattr(claims_module, "_warmup", lambda res, run: 10_000)
+    row = evaluate_claims(results[1], REF).set_index("claim_id").loc["E3-variance"]
+    assert row["verdict"] == INCONCLUSIVE and "warm-up" in row["reason"]
