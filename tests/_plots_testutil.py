@@ -5,7 +5,8 @@ run.yaml, summary.json, variance_log / kurtosis_log, analysis/<family>.{json,par
 metric writer) and eval/downstream.csv, then the real `collect` builds summary/<group>.parquet and summary.parquet.
 trend=+1 makes every claim of the paper hold (variance grows with depth and falls with λ, T, G and for MoE;
 usefulness falls with depth and is higher for MoE; attention sparsity rises with T; the kept ablation steps raise
-accuracy); trend=-1 reverses each of them.
+accuracy); trend=-1 reverses each of them. Every run also gets an untrained control (analysis/init/, variance at
+step 0) without any of these effects, and every score its window-bootstrap interval (`ci`), as the pipeline writes.
 """
 
 from __future__ import annotations
@@ -71,6 +72,26 @@ def make_results(root: Path, trend: int = 1) -> Registry:
     return reg
 
 
+def _ci(scalars: dict, keys: list, width: float = 0.01) -> dict:
+    """The scalars plus `ci.<key>.{low,high}` = value ± width (the metric writers' window-bootstrap layout);
+    a key is a name or a tuple path into nested scalars."""
+    ci = {}
+    for key in keys:
+        node, parts = scalars, (key,) if isinstance(key, str) else key
+        for part in parts:
+            node = node[part]
+        leaf = ci
+        for part in parts[:-1]:
+            leaf = leaf.setdefault(part, {})
+        leaf[parts[-1]] = {"low": node - width, "high": node + width}
+    return {**scalars, "ci": ci}
+
+
+def write_init(adir: Path, family: str, scalars: dict, meta: dict, keys: list[str]) -> None:
+    """The untrained control's JSON (analysis/init/<family>.json), as the analysis job writes it."""
+    write_result(adir / "init", family, MetricResult(_ci(scalars, keys)), meta)
+
+
 def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator) -> None:
     spec, out = reg.runs[run_id], reg.run_dir(run_id)
     out.mkdir(parents=True)
@@ -82,39 +103,49 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
     (out / "summary.json").write_text(json.dumps({"run_id": run_id, "status": "completed", "steps_done": steps,
                                                   "final_val_loss": 5.0 + 0.1 * s,
                                                   "params": run_config.model.param_counts()}))
-    step = np.arange(1, steps + 1)
+    step = np.arange(0, steps + 1)
     shape = 1 + step / steps * np.exp(-step / steps)
-    rows = [{"step": t, "layer": l, "out_var": 10 * s * (l + 1) / L * shape[t - 1], "attn_out_var": 0.1 * (l + 1) * s,
-             "ffn_out_var": 0.2 * (l + 1) * s, "var_pre": 10 * s * shape[t - 1], "var_post": 1.0}
+    rows = [{"step": t, "layer": l, "out_var": (10 * s * shape[t] if t else 1.0 + 0.01 * rng.uniform()) * (l + 1) / L,
+             "attn_out_var": 0.1 * (l + 1) * s, "ffn_out_var": 0.2 * (l + 1) * s, "var_pre": 10 * s * shape[t],
+             "var_post": 1.0}
             for t in step for l in range(L)]
     pd.DataFrame(rows).to_parquet(out / "variance_log.parquet")
     if spec.group == "sublayer":
         krows = [{"step": t, "layer": l, "kurtosis": 3 + l * s, "kurt_p50": 3.0, "kurt_p90": 4.0, "kurt_p99": 6 + l,
                   "kurt_max": 20.0} for t in step[::2] for l in range(L)]
         pd.DataFrame(krows).to_parquet(out / "kurtosis_log.parquet")
-    useful = min(1.0, 0.8 / s) if spec.group in ("depth", "moe", "gqa") else 0.8
+    useful = min(1.0, 0.6 * s ** -0.5) if spec.group in ("depth", "moe", "gqa") else 0.8  # no ties in a sweep
     analyses = set(reg.analyses(run_id))  # the union over the run and its aliases
     meta = {"run_id": run_id, "n_layers": L, "d_model": d}
     adir = out / "analysis"
     if "causal" in analyses:
         C = np.triu(rng.uniform(0, 0.4 / s, (L, L)), 1)
         table = pd.DataFrame([{"s": i, "l": j, "causal": C[i, j]} for i in range(L) for j in range(i + 1, L)])
-        write_result(adir, "causal", MetricResult({"causal_global": float(C[np.triu_indices(L, 1)].mean())}, table), meta)
+        write_result(adir, "causal", MetricResult(_ci({"causal_global": float(C[np.triu_indices(L, 1)].mean())},
+                                                      ["causal_global"]), table), meta)
+        write_init(adir, "causal", {"causal_global": 0.5 + 0.01 * rng.uniform()}, meta, ["causal_global"])
     if "permutation" in analyses:
         table = pd.DataFrame([{"i": i, "j": j, "loss": 5.0, "permutation": 0.5 / s * rng.uniform(0.5, 1.5)}
                               for i in range(L) for j in range(i + 1, L)])
-        write_result(adir, "permutation", MetricResult({"permutation_global": float(table["permutation"].mean()),
-                                                        "baseline_loss": 5.0}, table), meta)
+        write_result(adir, "permutation", MetricResult(_ci({"permutation_global": float(table["permutation"].mean()),
+                                                            "baseline_loss": 5.0}, ["permutation_global"]), table), meta)
+        write_init(adir, "permutation", {"permutation_global": 0.01 * rng.uniform()}, meta, ["permutation_global"])
     if "usefulness" in analyses:
         n_useful = int(round(useful * L))
         ratio = np.where(np.arange(L) < n_useful, 1.3, 1.02)
         table = pd.DataFrame({"variant": "correct", "layer": np.arange(L), "loss_lin": 5 * ratio,
                               "loss_increase": 5 * ratio - 5, "ratio": ratio, "useful": ratio > 1.1, "ridge": False})
         n_released = min(L, n_useful + 1)  # the released code's map (D1) keeps one more layer useful
-        write_result(adir, "usefulness", MetricResult({"usefulness": n_useful / L, "effective_layers": n_useful,
-                                                       "wasted_layers": L - n_useful, "baseline_loss": 5.0,
-                                                       "usefulness_transpose_bug": n_released / L,
-                                                       "effective_layers_transpose_bug": n_released}, table), meta)
+        ceiling = np.full(L, 1.5)
+        score = float(((ratio - 1) / (ceiling - 1)).mean())
+        keys = ["usefulness", "usefulness_transpose_bug", "normalised_score"]
+        write_result(adir, "usefulness", MetricResult(_ci({
+            "usefulness": n_useful / L, "effective_layers": n_useful, "wasted_layers": L - n_useful,
+            "baseline_loss": 5.0, "usefulness_transpose_bug": n_released / L,
+            "effective_layers_transpose_bug": n_released, "ratio": ratio.tolist(), "ceiling": ceiling.tolist(),
+            "ceiling_max": float(ceiling.max()), "normalised_score": score, "floor": False}, keys, 0.02), table), meta)
+        write_init(adir, "usefulness", {"usefulness": 0.0, "usefulness_transpose_bug": 0.0,
+                                        "normalised_score": 0.01 * rng.uniform(), "floor": False}, meta, keys)
     if "perplexity" in analyses:
         write_result(adir, "perplexity", MetricResult({"loss": 5 + 0.1 * s, "ppl": float(np.exp(5 + 0.1 * s))}), meta)
     if "jacobian" in analyses:
@@ -130,6 +161,7 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
         table = pd.DataFrame([{"subset": "all", "eps": e, "sparsity": f, "n_params": 1000} for e, f in frac.items()])
         write_result(adir, "weight_sparsity", MetricResult({"sparsity": {"all": {f"{e:g}": f for e, f in frac.items()}}},
                                                            table), meta)
+        write_init(adir, "weight_sparsity", {"sparsity": {"all": {f"{e:g}": 0.01 for e in eps}}}, meta, [])
     if "attention" in analyses:
         lengths = reg.config["analysis"]["attention_lengths"]
         T = spec.labels["seq_len"]
@@ -141,7 +173,12 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
         sp = {str(Te): {f"{e:g}": float(g["sparsity"].mean()) for e, g in table[table["T_e"] == Te].groupby("eps")}
               for Te in lengths}
         ent = {str(Te): float(table[table["T_e"] == Te]["entropy"].mean()) for Te in lengths}
-        write_result(adir, "attention", MetricResult({"lengths": lengths, "sparsity": sp, "entropy": ent}, table), meta)
+        keys = [("sparsity", str(Te), f"{e:g}") for Te in lengths for e in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)]
+        write_result(adir, "attention", MetricResult(_ci({"lengths": lengths, "sparsity": sp, "entropy": ent}, keys),
+                                                     table), meta)
+        write_init(adir, "attention", {"sparsity": {str(Te): {f"{e:g}": 0.2 + 0.01 * rng.uniform()
+                                                              for e in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)}
+                                                    for Te in lengths}}, meta, keys)
     if analyses:
         (adir / "suite.json").write_text("{}")
     tasks = reg.evaluation_tasks(run_id)  # the union over the run and its aliases

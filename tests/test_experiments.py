@@ -160,3 +160,35 @@ def test_configs_are_valid_yaml_with_comments() -> None:
         text = path.read_text()
         assert text.lstrip().startswith("#"), f"{path} must start with a comment saying what it is"
         assert yaml.safe_load(text)["scale"] in {"paper", "mini", "smoke"}
+
+
+def test_replicate_seeds_keep_stable_ids_share_sweeps_and_aliases(paper: Registry) -> None:
+    cfg = copy.deepcopy(paper.config)
+    cfg["groups"]["gqa"]["seeds"] = 3
+    cfg["groups"]["seqlen"]["runs"]["seq-4096"]["seeds"] = 2
+    reg = Registry(cfg)
+    assert reg.group_runs["gqa"] == paper.group_runs["gqa"] and reg.all_ids() == paper.all_ids()
+    assert reg.group_ids("gqa") == ["gqa-G1", "gqa-G1~s1", "gqa-G1~s2", "gqa-G4", "gqa-G4~s1", "gqa-G4~s2",
+                                    "gqa-G16", "gqa-G16~s1", "gqa-G16~s2"]
+    assert reg.replicas("gqa-G4~s2") == reg.replicas("gqa-G4") == ["gqa-G4", "gqa-G4~s1", "gqa-G4~s2"]
+    assert [reg.spec(r).train.seed for r in reg.replicas("gqa-G4")] == [6198, 6199, 6200]
+    # seed k of gqa-G1 is seed k of seq-4096 where both exist; the third seed trains on its own
+    assert reg.canonical("gqa-G1") == "seq-4096" and reg.canonical("gqa-G1~s1") == "seq-4096~s1"
+    assert reg.canonical("gqa-G1~s2") == "gqa-G1~s2"
+    # the sweep tunes on its base run's seed 0; every seed reads that winner
+    assert reg.sweeps["L16-T4096"].points == paper.sweeps["L16-T4096"].points
+    assert {reg.spec(r).lr_sweep for r in reg.replicas("gqa-G4")} == {"L16-T4096"}
+    assert set(reg.trained_ids()) - set(paper.trained_ids()) == {"gqa-G1~s2", "gqa-G4~s1", "gqa-G4~s2",
+                                                                 "gqa-G16~s1", "gqa-G16~s2", "seq-4096~s1"}
+
+
+@pytest.mark.parametrize("seeds", [0, 1.5, True])
+def test_bad_seed_counts_name_the_key(paper: Registry, seeds) -> None:
+    cfg = copy.deepcopy(paper.config)
+    cfg["groups"]["depth"]["seeds"] = seeds
+    with pytest.raises(ConfigError, match=r"groups\.depth\.runs\.depth-L12\.seeds=.*integer >= 1"):
+        Registry(cfg)
+
+
+def test_the_paper_config_trains_one_seed(paper: Registry) -> None:
+    assert all(paper.replicas(r) == [r] for r in paper.all_ids())

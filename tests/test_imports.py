@@ -17,6 +17,7 @@ SRC = ROOT / "src" / "sparsecod"
 LAYERS = ("base", "config", "data", "model", "train", "metrics", "evaluation", "collect", "plots", "entry")
 MODULE_LAYERS = {  # modules whose layer is not their package's
     "sparsecod.__version__": "base", "sparsecod.fileio": "base",
+    "sparsecod.stats": "base",  # the statistics of the verdicts (intervals, tests): metrics and plots read it
     "sparsecod": "entry",  # the package facade: sparsecod.load_model etc., imported lazily from model/
     "sparsecod.config": "config", "sparsecod.experiments": "config", "sparsecod.model.config": "config",
     "sparsecod.data.config": "config",

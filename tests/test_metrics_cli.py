@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from _metrics_testutil import DENSE, VOCAB, one_thread, tiny_model  # noqa: F401
@@ -20,6 +21,7 @@ from sparsecod.model import save_model
 SETTINGS = {"window": 16, "samples": 6, "jacobian_samples": 2, "attention_lengths": [8, 16], "attention_samples": 2,
             "ppl_tokens": 512, "jacobian_chunk": 16, "batch_tokens": 48}
 ALL = ["weight_sparsity", "perplexity", "kurtosis", "jacobian", "causal", "permutation", "usefulness", "attention"]
+INIT = ["weight_sparsity", "causal", "permutation", "usefulness", "attention"]  # the untrained control's families
 
 
 def write_shard(directory: Path, n: int = 3000, vocab: int = VOCAB) -> Path:
@@ -49,7 +51,7 @@ def test_all_metrics_end_to_end(run_dir: Path) -> None:
                "--suite-out", str(suite), "--no-progress"])  # --heldout defaults to run.yaml's data
     assert rc == 0
     out = run_dir / "analysis"
-    assert json.loads(suite.read_text())["metrics"] == ALL
+    assert json.loads(suite.read_text())["metrics"] == ALL + [f"{m}@init" for m in INIT]
     for name in ALL:
         doc = json.loads((out / f"{name}.json").read_text())
         assert doc["metric"] == name and doc["run_id"] == "tiny" and doc["precision"] == "fp32"
@@ -64,6 +66,33 @@ def test_all_metrics_end_to_end(run_dir: Path) -> None:
     att = json.loads((out / "attention.json").read_text())
     assert set(att["sparsity"]) == {"8", "16"}
     assert not list(out.glob(".*")), "no temporary files left behind"
+    for name, key in (("causal", "causal_global"), ("permutation", "permutation_global"), ("usefulness", "usefulness")):
+        doc = json.loads((out / f"{name}.json").read_text())
+        assert doc["weights"] == "trained" and doc["ci"][key]["low"] <= doc[key] <= doc["ci"][key]["high"]
+    assert set(att["ci"]["sparsity"]["16"]) == set(att["sparsity"]["16"])
+    assert sorted(p.stem for p in (out / "init").glob("*.json")) == sorted(INIT)
+    init = json.loads((out / "init" / "causal.json").read_text())
+    assert init["weights"] == "init (step 0)" and init["n_windows"] == 6 and "ci" in init
+    assert init["causal_global"] != json.loads((out / "causal.json").read_text())["causal_global"]
+
+
+def test_the_untrained_control_is_the_training_init(run_dir: Path) -> None:
+    from sparsecod.metrics.runner import Analysis
+    from sparsecod.metrics.settings import AnalysisSettings
+    from sparsecod.train.module import LMTrainModule
+
+    run = RunConfig.load(run_dir / "run.yaml")
+    ctx = Analysis(run_dir, AnalysisSettings(**SETTINGS), device="cpu", progress=False)
+    ctx.use_init_weights()
+    start = LMTrainModule(run).model.state_dict()
+    assert all(torch.equal(v, start[k]) for k, v in ctx.model.state_dict().items())
+
+
+def test_no_control_when_switched_off(run_dir: Path) -> None:
+    rc = main(["analyze", str(run_dir), "--metric", "causal", "--no-progress",
+               "--settings-json", json.dumps({**SETTINGS, "init_control": False, "bootstrap_resamples": 0})])
+    assert rc == 0 and not (run_dir / "analysis" / "init").exists()
+    assert "ci" not in json.loads((run_dir / "analysis" / "causal.json").read_text())
 
 
 def test_all_follows_the_workflow_config_and_its_aliases(run_dir: Path, tmp_path: Path) -> None:

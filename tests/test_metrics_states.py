@@ -47,3 +47,14 @@ def test_run_chains_equals_running_each_chain_alone(cfg, max_tokens) -> None:
         for c, chain in enumerate(chains):
             torch.testing.assert_close(done[c], model.run_blocks(chain.x, chain.blocks, ctx), rtol=1e-5, atol=1e-6)
     assert sorted(steps) == [(c, k) for c, chain in enumerate(chains) for k in range(len(chain.blocks))]
+
+
+def test_per_window_cross_entropy_sums_to_the_batch_sum() -> None:
+    from sparsecod.metrics.states import ce_per_window, ce_sum
+
+    model = tiny_model(DENSE)
+    idx = tokens(5, 9)
+    x = model.run_blocks(model.embed(idx), list(model.blocks), model.context(9, torch.device("cpu")))
+    per = ce_per_window(model, x, idx)
+    total, n = ce_sum(model, x, idx)
+    assert per.shape == (5,) and n == 5 * 8 and float(per.sum()) == pytest.approx(total, rel=1e-6)

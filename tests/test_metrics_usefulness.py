@@ -96,3 +96,40 @@ def test_singular_gram_uses_the_ridge() -> None:
     fit = solve_affine(S, S, torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
     assert fit.ridge and torch.isfinite(fit.weight).all()
     torch.testing.assert_close(S @ fit.weight, S, atol=1e-6, rtol=0)
+
+
+def test_ceiling_normalised_score_floor_and_intervals() -> None:
+    from sparsecod.metrics.usefulness import normalised_score
+
+    model, windows = bump_language_model()
+    res = compute_usefulness(model, windows, boot_resamples=200)
+    s = res.scalars
+    ratio, ceiling = np.array(s["ratio"]), np.array(s["ceiling"])
+    assert len(ceiling) == 2 and s["ceiling_max"] == pytest.approx(ceiling.max()) and (ceiling > 100).all()
+    np.testing.assert_allclose(s["normalised"], normalised_score(ratio, ceiling))
+    assert s["normalised"][1] == pytest.approx(0.0, abs=1e-3), "the identity block: affine is enough"
+    assert 0 < s["normalised"][0] <= 1.0 and s["normalised_score"] == pytest.approx(np.mean(s["normalised"]))
+    assert s["floor"] is False
+    for key in ("usefulness", "usefulness_transpose_bug", "normalised_score", "mean_ratio"):
+        assert s["ci"][key]["low"] <= s[key] + 1e-12 and s[key] <= s["ci"][key]["high"] + 1e-12, key
+    np.testing.assert_allclose(res.table.query("variant == 'correct'")["ceiling"], ceiling)
+    untrained = compute_usefulness(tiny_model(DENSE, scale=2.0), tokens(6, 12), boot_resamples=0).scalars
+    assert untrained["floor"] is True and max(untrained["ceiling"]) <= 1.1, "nothing to lose: a floor"
+
+
+def test_transposed_variant_fits_the_last_dense_block_to_the_normed_state() -> None:
+    """D1/D2a: the released computation regresses N_f(x_L) on x_{L-1} for the last block; other blocks unchanged."""
+    from sparsecod.metrics.usefulness import replacement_losses
+
+    model = tiny_model(DENSE, scale=2.0)
+    windows = tokens(6, 12)
+    fits = fit_block_maps(model, windows, normed_last=True)
+    L = DENSE.n_layers
+    assert len(fits) == L + 1
+    _, plain = replacement_losses(model, windows, fits[:L], (True,))
+    _, released = replacement_losses(model, windows, fits[:L], (True,), released_fits=fits[: L - 1] + fits[L:])
+    np.testing.assert_allclose(plain[True][: L - 1], released[True][: L - 1])
+    assert abs(plain[True][-1] - released[True][-1]) > 1e-6
+    res = compute_usefulness(model, windows, boot_resamples=0)
+    assert res.scalars["released_last_target"] == "N_f(x_L)"
+    np.testing.assert_allclose(res.scalars["ratio_transpose_bug"], released[True] / res.scalars["baseline_loss"])

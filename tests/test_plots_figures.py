@@ -129,3 +129,34 @@ def test_render_cli_writes_figures_and_names_bad_input(results: Results, capsys)
     assert main(["render", "fig8", "--results", str(results.dir), "--summary", str(results.dir / "nope.parquet"),
                  "--reference", str(REF)]) == 2
     assert "nope.parquet" in capsys.readouterr().err
+
+
+def test_seed_spread_is_drawn_as_error_bars() -> None:
+    """Panels take per-seed values and draw seaborn's mean ± sd error bars where a point has ≥ 2 seeds."""
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from sparsecod.plots.panels import score_bars, sweep_lines
+
+    fig, (a, b) = plt.subplots(1, 2)
+    sweep_lines(a, [1, 2, 3], {"s": [0.1, 0.2, 0.3]}, seeds={"s": [[0.1], [0.15, 0.25], [0.2, 0.4]]}, categorical=True)
+    bars = [c for c in a.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1
+    segments = bars[0].lines[2][0].get_segments()
+    assert len(segments) == 2 and np.ptp(segments[1][:, 1]) == pytest.approx(2 * np.std([0.2, 0.4], ddof=1))
+    score_bars(b, ["L=12", "L=16"], {"causal": [0.3, 0.2]}, seeds={"causal": [[0.3], [0.2]]})
+    assert not [c for c in b.containers if isinstance(c, ErrorbarContainer)], "one seed: no error bar"
+    plt.close(fig)
+
+
+def test_variance_curves_of_a_seeded_run_are_a_mean_with_a_band(results: Results) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from sparsecod.plots.panels import variance_curves
+
+    fig, ax = plt.subplots()
+    variance_curves(ax, results, results.runs("gqa"))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["G=1 (2 seeds)", "G=4 (2 seeds)", "G=16 (2 seeds)"]
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 3  # one ± sd band per run
+    plt.close(fig)

@@ -72,7 +72,7 @@ def test_score_tables_match_summary_and_reference(res, tmp_path, name, group, ke
     for run in res.runs(group).to_dict("records"):
         paper = ref[ref[ref_key] == (run[key] if group == "moe" else float(run[key]))].iloc[0]
         for col, (source, metric) in metrics.items():
-            ours = res.value(run["run_id"], source, metric)
+            ours = float(np.mean(res.seed_values(run["run_id"], source, metric)))  # the mean over the run's seeds
             assert table.loc[run["run_id"], col] == pytest.approx(ours, rel=1e-12)
             assert table.loc[run["run_id"], f"{col}_paper"] == pytest.approx(float(paper[ref_cols.get(col, col)]))
             assert table.loc[run["run_id"], f"{col}_diff"] == pytest.approx(ours - float(paper[ref_cols.get(col, col)]))
@@ -162,3 +162,17 @@ def test_a_run_that_never_finished_keeps_its_row(tmp_path) -> None:
     row = table.set_index("run_id").loc["depth-L24"]
     assert pd.isna(row["ppl"]) and pd.isna(row["params"]) and row["ppl_paper"] > 0
     assert table.set_index("run_id").drop("depth-L24")["ppl"].notna().all()
+
+
+def test_tables_show_each_value_with_its_interval(res, tmp_path) -> None:
+    """Table 4 (gqa, 2 seeds in smoke): the t interval across seeds; Table 1 (1 seed): the window bootstrap."""
+    t4 = _csv(res, "table4", tmp_path).set_index("run_id")
+    values = res.seed_values("gqa-G4", "causal", "causal_global")
+    assert len(values) == 2 and t4.loc["gqa-G4", "causal_low"] < np.mean(values) < t4.loc["gqa-G4", "causal_high"]
+    t2 = _csv(res, "table2", tmp_path).set_index("run_id")
+    assert t2.loc["wd-0.1", "causal_low"] == pytest.approx(res.value("wd-0.1", "causal", "ci.causal_global.low"))
+    md = next(tmp_path.glob("table2_*.md")).read_text()
+    assert f"[{t2.loc['wd-0.1', 'causal_low']:.3f}, " in md and "causal_low" not in md
+    t1 = _csv(res, "table1", tmp_path).set_index("run_id")
+    assert t1.loc["depth-L16", "usefulness_normalised"] == pytest.approx(
+        res.value("depth-L16", "usefulness", "normalised_score")) and t1["ceiling_max"].notna().all()

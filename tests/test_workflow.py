@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SEED_JOBS = {"config/smoke.yaml": 3, "config/mini.yaml": 3}  # replicate seeds: gqa's seeds: 2 (3 trainings, 3 analyses)
 
 
 def snakemake(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -52,9 +53,22 @@ def test_small_scales_plan_the_same_runs(config: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
     trained = 31 + {"config/smoke.yaml": 12, "config/mini.yaml": 18}[config]  # sweeps: 2 / 3 grid points each
-    assert counts["train"] == trained
-    assert counts["analyze_run"] == 29  # one analysis job per trained paper run that has analyses
+    assert counts["train"] == trained + SEED_JOBS[config]
+    assert counts["analyze_run"] == 29 + SEED_JOBS[config]  # one analysis job per trained run (and seed) with analyses
     assert counts["evaluate"] == 13
+
+
+def test_seeds_aliases_and_sweeps_in_a_dry_run(tmp_path: Path) -> None:
+    """Smoke's gqa group has seeds: 2: every run gets a `~s1` seed with its own training and analysis; gqa-G1's seed 0
+    is still seq-4096's training and the L16-T4096 sweep (on gqa-G1, seed 0) still trains once per grid point."""
+    result = snakemake("-n", "gqa", "--configfile", "config/smoke.yaml", "--config", f"results={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = re.findall(r"rule (\w+):\n(?:.*\n)*?\s+wildcards: run=([^,\s]+)", result.stdout)
+    trained = {run for rule, run in jobs if rule == "train"}
+    assert trained == {"seq-4096", "gqa-G1~s1", "gqa-G4", "gqa-G4~s1", "gqa-G16", "gqa-G16~s1",
+                       "gqa-G1@lr3e-3", "gqa-G1@lr1e-2"}
+    assert {run for rule, run in jobs if rule == "analyze_run"} == {"seq-4096", "gqa-G1~s1", "gqa-G4", "gqa-G4~s1",
+                                                                    "gqa-G16", "gqa-G16~s1"}
 
 
 def test_group_target_builds_only_its_runs(tmp_path: Path) -> None:
@@ -155,7 +169,7 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
     from sparsecod.experiments import GROUPS, load_registry
 
     reg = load_registry(ROOT / "config" / "smoke.yaml")
-    assert set(summary.run_id) == set(reg.all_ids())
+    assert set(summary.run_id) == set(reg.all_ids(seeds=True))  # replicate seeds have their own rows
     assert set(summary.group) == set(GROUPS)
     for run_id in reg.all_ids():
         rows = summary[summary.run_id == run_id]
@@ -163,6 +177,8 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
         for family in reg.analyses(run_id):
             if family in reg.spec(run_id).analyses:
                 assert (rows.source == family).any(), (run_id, family)
+                if family in ("causal", "permutation", "usefulness", "attention", "weight_sparsity"):
+                    assert (rows.source == f"{family}@init").any(), (run_id, family)  # the untrained control
         if reg.spec(run_id).evaluate:  # depth: all four tasks (Table 1); ablation: ARC-C, HellaSwag (Fig 1)
             metrics = {f"{t}.{HEADLINE[t]}" for t in reg.evaluation_tasks(run_id)}
             assert set(rows[rows.source == "eval"].metric) >= metrics and len(metrics) >= 2, run_id
@@ -178,7 +194,8 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"{item.stems[0]}.{ext}").is_file()
     claims = pd.read_csv(results / "claims.csv")
-    assert len(claims) >= 10 and set(claims.verdict) <= {"reproduced", "not reproduced", "not enough runs"}
+    assert len(claims) >= 10 and set(claims.verdict) <= {"reproduced", "contradicted", "inconclusive"}
+    assert claims["reason"].notna().all()
     second = snakemake("--profile", "local", "all", "--config", f"results={results}", "-n")
     assert second.returncode == 0 and "Nothing to be done" in second.stdout, second.stdout[-3000:]
 

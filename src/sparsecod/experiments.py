@@ -7,6 +7,9 @@ settings and its runs. This module turns that into:
 
 * `RunSpec`s with stable ids (`depth-L16`, `wd-0.1`, `seq-2048`, `gqa-G4`, `moe-2BA400M`, `abl-A4`, `sub-L32`);
 * LR sweep points `<base>@lr<value>` (e.g. `depth-L16@lr1e-3`) trained on `budget_fraction` of the base budget;
+* replicate seeds (`seeds: N` on a group or a run): seed 0 keeps the bare id and `train.seed`, seed k ≥ 1 is
+  `<id>~s<k>` trained with `train.seed + k` (e.g. `depth-L16~s1`); a sweep tunes on its base run's seed 0 and
+  every seed of a run takes that winner;
 * aliases: identical configurations train once (seq-4096 = gqa-G1 = dense-1B, spec §3 E3/E4/E5);
 * step counts `round(tokens / (global_batch * seq_len))` (spec §3; FLOP-matched GQA token counts verbatim, D17).
 
@@ -28,7 +31,8 @@ from .model.config import ConfigError, ModelConfig
 
 GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer")
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
-_RUN_ONLY_KEYS = {"model", "lr", "tokens", "labels"}
+_RUN_ONLY_KEYS = {"model", "lr", "tokens", "labels", "seeds"}
+SEED_SEP = "~s"  # replicate k of run R is R~s<k> (k >= 1); seed 0 is R itself
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class RunSpec:
     analyses: tuple[str, ...] = field(default=(), compare=False)
     evaluate: tuple[str, ...] = field(default=(), compare=False)  # M12 tasks (spec E1: all four; E6: ARC-C, HellaSwag)
     sweep_of: str | None = field(default=None, compare=False)
+    replica_of: str | None = field(default=None, compare=False)  # the seed-0 run id of a replicate seed
+    seed_index: int = field(default=0, compare=False)
 
     @property
     def training_key(self) -> tuple:
@@ -79,7 +85,8 @@ class Registry:
         self.runs: dict[str, RunSpec] = {}
         self.aliases: dict[str, str] = {}
         self._alias_specs: dict[str, RunSpec] = {}
-        self.group_runs: dict[str, list[str]] = {}
+        self.group_runs: dict[str, list[str]] = {}  # the paper's run ids (seed 0) of each group
+        self._replicas: dict[str, list[str]] = {}  # run id -> its seeds' ids (itself first)
         self.sweeps: dict[str, Sweep] = {}
         for group in GROUPS:
             self._add_group(group, _section(config, "groups").get(group))
@@ -96,16 +103,24 @@ class Registry:
     def _add_group(self, group: str, spec: dict[str, Any] | None) -> None:
         if spec is None:
             raise ConfigError(f"groups.{group} is missing: every scale defines all groups {', '.join(GROUPS)}")
-        bad = set(spec) - {"train", "runs", "analyses", "evaluate"}
+        bad = set(spec) - {"train", "runs", "analyses", "evaluate", "seeds"}
         if bad:
             raise ConfigError(f"unknown key(s) {sorted(bad)} in groups.{group}")
         base = {**_section(self.config, "defaults"), **(spec.get("train") or {})}
         self.group_runs[group] = []
         for run_id, overrides in (spec.get("runs") or {}).items():
-            run = self._make_run(group, run_id, {**base, **(overrides or {})},
+            settings = {**base, **({"seeds": spec["seeds"]} if "seeds" in spec else {}), **(overrides or {})}
+            n_seeds = _seed_count(settings.pop("seeds", 1), f"groups.{group}.runs.{run_id}.seeds")
+            run = self._make_run(group, run_id, settings,
                                  tuple(spec.get("analyses", ())), self._group_tasks(group, spec.get("evaluate")))
-            self._register(run)
             self.group_runs[group].append(run_id)
+            self._replicas[run_id] = []
+            for k in range(n_seeds):
+                replica = run if k == 0 else dataclasses.replace(
+                    run, run_id=f"{run_id}{SEED_SEP}{k}", train=dataclasses.replace(run.train, seed=run.train.seed + k),
+                    replica_of=run_id, seed_index=k)
+                self._register(replica)
+                self._replicas[run_id].append(replica.run_id)
 
     def _group_tasks(self, group: str, evaluate: Any) -> tuple[str, ...]:
         """`groups.<g>.evaluate`: true = every task of `evaluation.tasks`, a list = those of them, false = none."""
@@ -223,12 +238,22 @@ class Registry:
         wanted = {t for i in self.trained_together(run_id) for t in self.spec(i).evaluate}
         return [t for t in self._all_tasks() if t in wanted]
 
+    def replicas(self, run_id: str) -> list[str]:
+        """The seeds of a paper run: `run_id` (seed 0) followed by `run_id~s1`, ... (also given a replica's id)."""
+        base = self.spec(run_id).replica_of or run_id
+        return list(self._replicas[base])
+
+    def group_ids(self, group: str) -> list[str]:
+        """Every run id of `group` with its replicate seeds (`depth-L16`, `depth-L16~s1`, ...), in config order."""
+        return [r for base in self.group_runs[group] for r in self._replicas[base]]
+
     def _all_tasks(self) -> tuple[str, ...]:
         return tuple((self.config.get("evaluation") or {}).get("tasks") or ())
 
-    def all_ids(self) -> list[str]:
-        """Every paper run id (aliases included), in group order; sweep points excluded."""
-        return [r for g in GROUPS for r in self.group_runs[g]]
+    def all_ids(self, seeds: bool = False) -> list[str]:
+        """Every paper run id (aliases included), in group order; sweep points excluded; with `seeds`, each
+        followed by its replicate seeds."""
+        return [r for g in GROUPS for r in (self.group_ids(g) if seeds else self.group_runs[g])]
 
     def trained_ids(self) -> list[str]:
         """Ids of the training jobs: canonical runs and sweep points."""
@@ -280,6 +305,12 @@ def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
     value = config.get(key)
     if not isinstance(value, dict):
         raise ConfigError(f"config key {key!r} is missing or not a mapping")
+    return value
+
+
+def _seed_count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}={value!r}: give the number of replicate seeds, an integer >= 1 (1 = no replicas)")
     return value
 
 

@@ -57,7 +57,7 @@ _check_paths()
 
 
 wildcard_constraints:
-    run=r"[A-Za-z0-9_.=@+-]+",
+    run=r"[A-Za-z0-9_.=@+~-]+",
     metric=r"[a-z_]+",
     sweep=r"[A-Za-z0-9_.-]+",
     group="|".join(GROUPS),
@@ -92,7 +92,7 @@ def run_outputs(run_id):
 
 
 def group_outputs(group):
-    return sorted({f for r in REG.group_runs[group] for f in run_outputs(r)})
+    return sorted({f for r in REG.group_ids(group) for f in run_outputs(r)})  # every seed of every run
 
 
 # --- figures, tables, claims (figures.smk) ------------------------------------------------------------------

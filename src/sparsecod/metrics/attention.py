@@ -11,7 +11,8 @@ lengths batch several heads per tile. Only causal entries j ≤ i count (Q3):
     H_norm      = mean_{n, i≥1} H_{n,i} / log(i + 1)             (length-normalized variant)
 
 Layer values are means over heads, global values means over (layer, head). Evaluated on ATTN_SET(T_e)
-for every T_e in `analysis.attention_lengths` (RoPE extrapolates beyond the training length).
+for every T_e in `analysis.attention_lengths` (RoPE extrapolates beyond the training length). Counts are kept per
+window, so `ci.sparsity[T_e][ε]` is a percentile bootstrap interval of the global sparsity over the windows.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.attention import causal_attention_probs
+from .. import stats
 from ..model.transformer import Transformer
 from .results import MetricResult
 from .settings import ATTENTION_EPS
@@ -80,8 +82,10 @@ def attention_maps_stats(
     tile_elements: int = 1 << 24,
     bf16: bool = False,
     progress: bool = False,
-) -> pd.DataFrame:
+    per_window: bool = False,
+):
     """Per (layer, head) sparsity for each ε and entropies over windows (N, T_e); one window per forward.
+    per_window=True also returns the counts below each ε per window (N, L, H, len(eps)).
 
     Probabilities are materialized in tiles of at most `tile_elements` floats (a few heads × all rows at
     short T_e; one head × a query chunk at long T_e).
@@ -92,12 +96,12 @@ def attention_maps_stats(
     N, T = windows.shape
     heads_per_tile, rows = tile_shape(1, H, T, tile_elements)
     kv_of = torch.arange(H, device=device) // G  # query head h uses KV head ⌊h/G⌋
-    below = np.zeros((L, H, len(eps)), dtype=np.int64)
+    below_w = np.zeros((N, L, H, len(eps)), dtype=np.int64)
     ent = np.zeros((L, H))
     ent_norm = np.zeros((L, H))
     bar = tqdm(total=N * L, desc=f"attention T={T}", disable=not progress)
     with autocast(device, bf16):
-        for idx in micro_batches(windows, 1):
+        for n, idx in enumerate(micro_batches(windows, 1)):
             idx = idx.to(device)
             ctx = model.context(T, device)
             x = model.embed(idx)
@@ -106,12 +110,13 @@ def attention_maps_stats(
                 for h0 in range(0, H, heads_per_tile):
                     h1 = min(H, h0 + heads_per_tile)
                     b, e, en = head_stats(q[:, h0:h1], k[:, kv_of[h0:h1]], eps, rows)
-                    below[layer, h0:h1] += b
+                    below_w[n, layer, h0:h1] += b
                     ent[layer, h0:h1] += e
                     ent_norm[layer, h0:h1] += en
                 x = model.run_blocks(x, [block], ctx)
                 bar.update()
     bar.close()
+    below = below_w.sum(0)
     causal_entries = N * T * (T + 1) // 2
     rows_out = []
     for layer in range(L):
@@ -123,7 +128,7 @@ def attention_maps_stats(
                     "entropy": ent[layer, h] / (N * T),
                     "entropy_norm": ent_norm[layer, h] / (N * (T - 1)) if T > 1 else math.nan,
                 })
-    return pd.DataFrame(rows_out)
+    return (pd.DataFrame(rows_out), below_w) if per_window else pd.DataFrame(rows_out)
 
 
 def compute_attention(
@@ -133,15 +138,19 @@ def compute_attention(
     tile_elements: int = 1 << 24,
     bf16: bool = False,
     progress: bool = False,
+    boot_resamples: int = stats.N_BOOT,
+    boot_seed: int = 0,
 ) -> MetricResult:
     """M8/M9 for every evaluation length T_e (ATTN_SET(T_e) windows (N, T_e) each).
 
     Table rows (T_e, layer, head, eps, sparsity, entropy, entropy_norm); the entropies repeat on each ε row.
     JSON: sparsity[T_e][ε], entropy[T_e], entropy_norm[T_e] (means over layers and heads) and the per-layer
-    profiles sparsity_by_layer[T_e][ε], entropy_by_layer[T_e].
+    profiles sparsity_by_layer[T_e][ε], entropy_by_layer[T_e]; ci.sparsity[T_e][ε] its window bootstrap interval
+    (`boot_resamples` resamples; 0 = none).
     """
-    tables = [attention_maps_stats(model, w, eps, tile_elements, bf16, progress) for w in windows_by_length.values()]
-    table = pd.concat(tables, ignore_index=True)
+    computed = [attention_maps_stats(model, w, eps, tile_elements, bf16, progress, per_window=True)
+                for w in windows_by_length.values()]
+    table = pd.concat([t for t, _ in computed], ignore_index=True)
     scalars: dict = {"lengths": list(windows_by_length), "eps": list(eps),
                      "n_windows": {str(T): int(w.shape[0]) for T, w in windows_by_length.items()},
                      "sparsity": {}, "entropy": {}, "entropy_norm": {}, "sparsity_by_layer": {}, "entropy_by_layer": {}}
@@ -155,4 +164,15 @@ def compute_attention(
         scalars["entropy"][key] = float(heads["entropy"].mean())
         scalars["entropy_norm"][key] = float(heads["entropy_norm"].mean())
         scalars["entropy_by_layer"][key] = heads.groupby("layer")["entropy"].mean().tolist()
+    if boot_resamples:
+        scalars["ci"] = {"sparsity": {}}
+        for T, (_, below_w) in zip(windows_by_length, computed):
+            per = {}
+            for e_i, e in enumerate(eps):
+                def sparsity(i: np.ndarray, e_i: int = e_i, T: int = T) -> float:
+                    return float(below_w[i, :, :, e_i].sum(0).mean() / (len(i) * T * (T + 1) // 2))
+
+                low, high = stats.window_interval(sparsity, below_w.shape[0], boot_seed, n_resamples=boot_resamples)
+                per[eps_key(e)] = {"low": low, "high": high}
+            scalars["ci"]["sparsity"][str(int(T))] = per
     return MetricResult(scalars, table)

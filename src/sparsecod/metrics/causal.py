@@ -9,7 +9,8 @@ x̄_{l+1} = block_l(x̄_l) for l > s. With updates Δ_l = x_{l+1} − x_l and Δ
 caches x_0..x_L; the run with block s skipped restarts from the cached x_s, not from the embedding, and the
 L−1 skipped runs share batched block calls (at depth l every run applies block l).
 Globals: C_global = mean over the L(L−1)/2 pairs s < l (Q6); row-mean variant = mean over s = 0..L−2 of
-mean_{l>s} C(s, l) (D9).
+mean_{l>s} C(s, l) (D9). Both sums are kept per window, so `ci.causal_global` is a percentile bootstrap interval
+over the windows (`sparsecod.stats.window_interval`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import stats
 from ..model.transformer import Transformer
 from .results import MetricResult
 from .states import Chain, autocast, micro_batches, model_device, residual_states, run_chains
@@ -26,9 +28,16 @@ from .states import Chain, autocast, micro_batches, model_device, residual_state
 ZERO_GUARD = 1e-8
 
 
-def _token_norm_sum(delta: torch.Tensor) -> float:
-    """Σ over tokens of the per-token L2 norm of delta (B, T, d)."""
-    return float(delta.float().norm(dim=-1).sum())
+def _token_norm_sum(delta: torch.Tensor) -> np.ndarray:
+    """Σ over each window's tokens of the per-token L2 norm of delta (B, T, d) -> (B,)."""
+    return delta.float().norm(dim=-1).sum(dim=-1).double().cpu().numpy()
+
+
+def causal_from_sums(num: np.ndarray, den: np.ndarray, n_tokens: int) -> np.ndarray:
+    """C (L, L) from the numerator sums num (L, L) and denominator sums den (L,) over n_tokens tokens."""
+    small = den / n_tokens < ZERO_GUARD
+    C = np.where(small[None, :], 0.0, num / np.where(small, 1.0, den)[None, :])  # (num/n) / (den/n)
+    return np.triu(C, 1)
 
 
 @torch.no_grad()
@@ -40,8 +49,11 @@ def causal_matrix(
     from_cache: bool = True,
     chain_tokens: int = 4096,
     progress: bool = False,
-) -> np.ndarray:
+    per_window: bool = False,
+):
     """C (L, L), row s = skipped block, column l = affected block; upper triangular.
+    per_window=True returns the sums instead: (num (N, L, L), den (N, L)) per window (C = causal_from_sums of
+    their sums over windows, with N·T tokens).
 
     The L−1 skipped runs start from the cached x_s and are evaluated together (`states.run_chains`, at most
     `chain_tokens` tokens at once). from_cache=False recomputes every skipped run from the embedding, one at a
@@ -50,20 +62,24 @@ def causal_matrix(
     device = model_device(model)
     L = model.cfg.n_layers
     blocks = list(model.blocks)
-    num = np.zeros((L, L))
-    den = np.zeros(L)
+    N = windows.shape[0]
+    num = np.zeros((N, L, L))
+    den = np.zeros((N, L))
+    start = 0
     with autocast(device, bf16):
         for idx in tqdm(list(micro_batches(windows, micro_batch)), desc="causal", disable=not progress):
             idx = idx.to(device)
+            rows = slice(start, start + idx.shape[0])
+            start += idx.shape[0]
             ctx = model.context(idx.shape[1], device)
             xs = residual_states(model, model.embed(idx), blocks, ctx)
             deltas = [xs[l + 1] - xs[l] for l in range(L)]
             for l in range(L):
-                den[l] += _token_norm_sum(deltas[l])
+                den[rows, l] += _token_norm_sum(deltas[l])
 
             def on_step(s: int, k: int, x_in: torch.Tensor, x_out: torch.Tensor) -> None:
                 l = s + 1 + k  # chain s skips block s; its k-th block is block s+1+k, with input x̄_l
-                num[s, l] += _token_norm_sum((x_out - x_in) - deltas[l])
+                num[rows, s, l] += _token_norm_sum((x_out - x_in) - deltas[l])
 
             if from_cache:
                 chains = [Chain(xs[s], blocks[s + 1 :], offset=s + 1) for s in range(L - 1)]
@@ -73,13 +89,9 @@ def causal_matrix(
                     skipped = residual_states(model, model.embed(idx), blocks[:s] + blocks[s + 1 :], ctx)[s:]
                     for k in range(len(skipped) - 1):  # skipped[k] = x̄_{s+1+k}
                         on_step(s, k, skipped[k], skipped[k + 1])
-    n_tokens = windows.numel()
-    mean_den = den / n_tokens
-    C = np.zeros((L, L))
-    for s in range(L):
-        for l in range(s + 1, L):
-            C[s, l] = 0.0 if mean_den[l] < ZERO_GUARD else (num[s, l] / n_tokens) / mean_den[l]
-    return C
+    if per_window:
+        return num, den
+    return causal_from_sums(num.sum(0), den.sum(0), windows.numel())
 
 
 def causal_summary(C: np.ndarray) -> dict[str, float]:
@@ -94,10 +106,14 @@ def causal_summary(C: np.ndarray) -> dict[str, float]:
 
 def compute_causal(
     model: Transformer, windows: torch.Tensor, micro_batch: int = 4, bf16: bool = False, chain_tokens: int = 4096,
-    progress: bool = False,
+    progress: bool = False, boot_resamples: int = stats.N_BOOT, boot_seed: int = 0,
 ) -> MetricResult:
-    """M4 on ANALYSIS_SET windows (N, T): tidy table (s, l, C) over s < l plus globals and row means."""
-    C = causal_matrix(model, windows, micro_batch, bf16, chain_tokens=chain_tokens, progress=progress)
+    """M4 on ANALYSIS_SET windows (N, T): tidy table (s, l, C) over s < l plus globals, row means and the window
+    bootstrap interval ci.causal_global (seed `boot_seed`, `boot_resamples` resamples; 0 = none)."""
+    num, den = causal_matrix(model, windows, micro_batch, bf16, chain_tokens=chain_tokens, progress=progress,
+                             per_window=True)
+    N, T = windows.shape
+    C = causal_from_sums(num.sum(0), den.sum(0), N * T)
     L = C.shape[0]
     table = pd.DataFrame([{"s": s, "l": l, "causal": C[s, l]} for s in range(L) for l in range(s + 1, L)],
                          columns=["s", "l", "causal"])
@@ -107,4 +123,10 @@ def compute_causal(
         "n_windows": int(windows.shape[0]),
         "window": int(windows.shape[1]),
     }
+    if boot_resamples and L >= 2:
+        def c_global(i: np.ndarray) -> float:
+            return causal_summary(causal_from_sums(num[i].sum(0), den[i].sum(0), len(i) * T))["causal_global"]
+
+        low, high = stats.window_interval(c_global, N, boot_seed, n_resamples=boot_resamples)
+        scalars["ci"] = {"causal_global": {"low": low, "high": high}}
     return MetricResult(scalars, table)

@@ -6,6 +6,7 @@ cross-entropy over the T−1 targets of each window (spec: 511 of 512), averaged
 
     P(i, j) = |ℓ_ij − ℓ_0| / ℓ_0,     P_global = mean over the L(L−1)/2 pairs.
 
+Losses are kept per window, so `ci.permutation_global` is a percentile bootstrap interval over the windows.
 The prefix b_0 .. b_{i−1} is unchanged, so each swapped run restarts from the cached x_i; runs that apply the
 same block at the same depth share one batched call (`states.run_chains`).
 """
@@ -17,9 +18,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import stats
 from ..model.transformer import Transformer
 from .results import MetricResult
-from .states import Chain, autocast, ce_sum, micro_batches, model_device, residual_states, run_chains
+from .states import Chain, autocast, ce_per_window, micro_batches, model_device, residual_states, run_chains
 
 
 def swapped(blocks: list, i: int, j: int) -> list:
@@ -38,8 +40,10 @@ def permutation_losses(
     from_cache: bool = True,
     chain_tokens: int = 4096,
     progress: bool = False,
-) -> tuple[float, np.ndarray]:
+    per_window: bool = False,
+):
     """(ℓ_0, ℓ (L, L) with ℓ[i, j] the loss of swap (i, j) for i < j, NaN elsewhere).
+    per_window=True returns the per-window loss sums instead: (base (N,), swapped (N, pairs), targets per window).
 
     Swapped runs start from the cached x_i and are evaluated together (`states.run_chains`, at most
     `chain_tokens` tokens at once: at depth p every run with i < p, j ≠ p applies block p). from_cache=False
@@ -49,39 +53,53 @@ def permutation_losses(
     L = model.cfg.n_layers
     blocks = list(model.blocks)
     pairs = [(i, j) for i in range(L) for j in range(i + 1, L)]
-    base, count = 0.0, 0
-    sums = np.zeros((L, L))
+    N, T = windows.shape
+    base = np.zeros(N)
+    sums = np.zeros((N, len(pairs)))
+    start = 0
     with autocast(device, bf16):
         for idx in tqdm(list(micro_batches(windows, micro_batch)), desc="permutation", disable=not progress):
             idx = idx.to(device)
+            rows = slice(start, start + idx.shape[0])
+            start += idx.shape[0]
             ctx = model.context(idx.shape[1], device)
 
             def on_done(c: int, x_last: torch.Tensor) -> None:
-                sums[pairs[c]] += ce_sum(model, x_last, idx)[0]
+                sums[rows, c] += ce_per_window(model, x_last, idx).numpy()
 
             if from_cache:
                 xs = residual_states(model, model.embed(idx), blocks, ctx)
-                s, n = ce_sum(model, xs[-1], idx)
+                base[rows] = ce_per_window(model, xs[-1], idx).numpy()
                 chains = [Chain(xs[i], swapped(blocks, i, j)[i:], offset=i) for i, j in pairs]
                 run_chains(model, chains, ctx, chain_tokens, on_done=on_done)
             else:
-                s, n = ce_sum(model, model.run_blocks(model.embed(idx), blocks, ctx), idx)
+                base[rows] = ce_per_window(model, model.run_blocks(model.embed(idx), blocks, ctx), idx).numpy()
                 for c, (i, j) in enumerate(pairs):
                     on_done(c, model.run_blocks(model.embed(idx), swapped(blocks, i, j), ctx))
-            base, count = base + s, count + n
+    if per_window:
+        return base, sums, T - 1
+    count = N * (T - 1)
     losses = np.full((L, L), np.nan)
-    for i, j in pairs:
-        losses[i, j] = sums[i, j] / count
-    return base / count, losses
+    for c, (i, j) in enumerate(pairs):
+        losses[i, j] = sums[:, c].sum() / count
+    return base.sum() / count, losses
 
 
 def compute_permutation(
     model: Transformer, windows: torch.Tensor, micro_batch: int = 4, bf16: bool = False, chain_tokens: int = 4096,
-    progress: bool = False,
+    progress: bool = False, boot_resamples: int = stats.N_BOOT, boot_seed: int = 0,
 ) -> MetricResult:
-    """M5 on ANALYSIS_SET windows (N, T): tidy table (i, j, loss, permutation) plus ℓ_0 and P_global."""
-    l0, losses = permutation_losses(model, windows, micro_batch, bf16, chain_tokens=chain_tokens, progress=progress)
-    L = losses.shape[0]
+    """M5 on ANALYSIS_SET windows (N, T): tidy table (i, j, loss, permutation) plus ℓ_0, P_global and its window
+    bootstrap interval ci.permutation_global (`boot_resamples` resamples; 0 = none)."""
+    base, sums, targets = permutation_losses(model, windows, micro_batch, bf16, chain_tokens=chain_tokens,
+                                             progress=progress, per_window=True)
+    N = windows.shape[0]
+    L = model.cfg.n_layers
+    pairs = [(i, j) for i in range(L) for j in range(i + 1, L)]
+    l0 = base.sum() / (N * targets)
+    losses = np.full((L, L), np.nan)
+    for c, (i, j) in enumerate(pairs):
+        losses[i, j] = sums[:, c].sum() / (N * targets)
     rows = [{"i": i, "j": j, "loss": losses[i, j], "permutation": abs(losses[i, j] - l0) / l0}
             for i in range(L) for j in range(i + 1, L)]
     table = pd.DataFrame(rows, columns=["i", "j", "loss", "permutation"])
@@ -91,4 +109,11 @@ def compute_permutation(
         "n_windows": int(windows.shape[0]),
         "window": int(windows.shape[1]),
     }
+    if boot_resamples and pairs:
+        def p_global(i: np.ndarray) -> float:
+            b = base[i].sum()
+            return float(np.mean(np.abs(sums[i].sum(0) - b) / b))  # the targets per window cancel
+
+        low, high = stats.window_interval(p_global, N, boot_seed, n_resamples=boot_resamples)
+        scalars["ci"] = {"permutation_global": {"low": low, "high": high}}
     return MetricResult(scalars, table)

@@ -7,6 +7,9 @@ Several names (or `all`) run in one process that loads the model and the held-ou
 scales keep the job count low this way). `all` means the analyses the workflow config lists for the
 run's group(s) (its own and its aliases'), or every family when no workflow config is given.
 The run's training length T comes from `<run_dir>/run.yaml` (RunConfig), else `analysis.ppl_seq_len`.
+Untrained control (`analysis.init_control`): the families of INIT_METRICS are also computed, in the same process
+and on the same windows, for the run's step-0 weights rebuilt from its seed (`model.io.init_model`, exactly what
+training started from) and written to `<run_dir>/analysis/init/<name>.*`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .settings import AnalysisSettings
 log = logging.getLogger(__name__)
 
 METRICS = ("weight_sparsity", "perplexity", "kurtosis", "jacobian", "causal", "permutation", "usefulness", "attention")
+INIT_METRICS = ("weight_sparsity", "causal", "permutation", "usefulness", "attention")  # the claims' families
+INIT_DIR = "init"
 
 
 def resolve_metrics(
@@ -118,6 +123,7 @@ class Analysis:
     def compute(self, name: str) -> MetricResult:
         s, m, kw = self.settings, self.model, {"bf16": self.bf16, "progress": self.progress}
         chains = s.chain_tokens_for(self.device.type)
+        boot = {"boot_resamples": s.bootstrap_resamples, "boot_seed": s.seed}
         if name == "jacobian":
             from .jacobian import compute_jacobian
 
@@ -126,16 +132,16 @@ class Analysis:
         if name == "causal":
             from .causal import compute_causal
 
-            return compute_causal(m, self.analysis_windows, s.micro_batch, chain_tokens=chains, **kw)
+            return compute_causal(m, self.analysis_windows, s.micro_batch, chain_tokens=chains, **kw, **boot)
         if name == "permutation":
             from .permutation import compute_permutation
 
-            return compute_permutation(m, self.analysis_windows, s.micro_batch, chain_tokens=chains, **kw)
+            return compute_permutation(m, self.analysis_windows, s.micro_batch, chain_tokens=chains, **kw, **boot)
         if name == "usefulness":
             from .usefulness import compute_usefulness
 
             return compute_usefulness(m, self.analysis_windows, s.micro_batch, tau=s.usefulness_tau,
-                                      transpose_bug=s.usefulness_transpose_bug, chain_tokens=chains, **kw)
+                                      transpose_bug=s.usefulness_transpose_bug, chain_tokens=chains, **kw, **boot)
         if name == "weight_sparsity":
             from .weight_sparsity import compute_weight_sparsity
 
@@ -144,7 +150,7 @@ class Analysis:
             from .attention import compute_attention
 
             windows = {T: attn_set(self.tokens, T, s.attention_samples, s.seed) for T in s.attention_lengths}
-            return compute_attention(m, windows, s.attention_eps, s.attention_tile_elements, **kw)
+            return compute_attention(m, windows, s.attention_eps, s.attention_tile_elements, **kw, **boot)
         if name == "kurtosis":
             from .kurtosis import compute_kurtosis
 
@@ -156,8 +162,21 @@ class Analysis:
             return compute_perplexity(m, windows, self.analysis_windows, s.ppl_batch_tokens, s.micro_batch, **kw)
         raise ConfigError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
 
+    def use_init_weights(self) -> None:
+        """Replace the trained model by the run's step-0 weights (same config, rebuilt from train.seed)."""
+        from ..model.io import init_model
+
+        if self.run is None:
+            raise ConfigError(f"{self.run_dir / 'run.yaml'} is missing: the untrained control needs the run's seed "
+                              "(or set analysis.init_control: false)")
+        self.model = init_model(self.model.cfg, self.run.train.seed).to(self.device).eval()
+        self.initial = True
+
+    initial = False
+
     def run_metric(self, name: str) -> list[Path]:
-        """Compute one family and write `<run_dir>/analysis/<name>.*`; returns the written paths."""
+        """Compute one family and write `<run_dir>/analysis/<name>.*` (`analysis/init/` for the untrained
+        control); returns the written paths."""
         start = time.perf_counter()
         result = self.compute(name)
         meta = {
@@ -170,9 +189,11 @@ class Analysis:
             "d_model": self.model.cfg.d_model,
             "settings": self.settings.to_dict(),
             "seconds": round(time.perf_counter() - start, 3),
+            "weights": "init (step 0)" if self.initial else "trained",
         }
-        paths = write_result(self.run_dir / "analysis", name, result, meta)
-        log.info("%s: %s written in %.1f s", self.run_id, name, meta["seconds"])
+        out = self.run_dir / "analysis" / (INIT_DIR if self.initial else "")
+        paths = write_result(out, name, result, meta)
+        log.info("%s: %s%s written in %.1f s", self.run_id, name, " (init)" if self.initial else "", meta["seconds"])
         return paths
 
 
@@ -191,4 +212,9 @@ def analyze(
     names = resolve_metrics(metrics, workflow_config, ctx.run)
     if not names:
         log.info("%s: no analyses requested for this run", ctx.run_id)
-    return {name: ctx.run_metric(name) for name in names}
+    files = {name: ctx.run_metric(name) for name in names}
+    control = [n for n in names if n in INIT_METRICS]
+    if ctx.settings.init_control and control:
+        ctx.use_init_weights()
+        files.update({f"{name}@init": ctx.run_metric(name) for name in control})
+    return files

@@ -42,6 +42,9 @@ class AnalysisSettings:
     jacobian_layers: layers whose J̄ is saved for heatmaps (null = L−2 and 1, 8, 16, 24, 30 clamped, M3b/Q13).
     usefulness_tau: τ of M6; usefulness_transpose_bug: also report the released code's x Wᵀ + b variant (D1).
     weight_eps, attention_eps: threshold sweeps of M7 and M8 (Q2).
+    init_control: also analyse the run's untrained step-0 weights (rebuilt from its seed, same windows) into
+    analysis/init/ (the control of every claim, plots/claims.py). bootstrap_resamples: window-bootstrap resamples
+    of each score's interval (`ci.*` in the JSON; 0 = none).
     """
 
     seed: int = 42
@@ -63,6 +66,8 @@ class AnalysisSettings:
     usefulness_transpose_bug: bool = True
     weight_eps: tuple[float, ...] = WEIGHT_EPS
     attention_eps: tuple[float, ...] = ATTENTION_EPS
+    init_control: bool = True
+    bootstrap_resamples: int = 999
 
     def __post_init__(self) -> None:
         for key in _INT_KEYS:  # YAML writes 1.0e+7 as a float
@@ -98,6 +103,9 @@ class AnalysisSettings:
         for key in ("weight_eps", "attention_eps"):
             if not getattr(self, key) or min(getattr(self, key)) <= 0:
                 raise ConfigError(f"analysis.{key} must list thresholds > 0, got {getattr(self, key)}")
+        if self.bootstrap_resamples < 0:
+            raise ConfigError(f"analysis.bootstrap_resamples must be >= 0 (0 = no intervals), "
+                              f"got {self.bootstrap_resamples}")
         if self.usefulness_tau < 0:
             raise ConfigError(f"analysis.usefulness_tau must be >= 0, got {self.usefulness_tau}")
 
@@ -135,7 +143,7 @@ class AnalysisSettings:
 
 _INT_KEYS = ("seed", "window", "samples", "jacobian_samples", "attention_samples", "ppl_tokens", "ppl_seq_len",
              "batch_tokens", "jacobian_batch_tokens", "jacobian_chunk", "chain_tokens", "attention_tile_elements",
-             "ppl_batch_tokens")
+             "ppl_batch_tokens", "bootstrap_resamples")
 
 
 def _as_int(value: Any, key: str) -> int:

@@ -133,3 +133,12 @@ def frozen(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
+
+
+def ce_per_window(model: Transformer, x_last: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Σ next-token cross-entropy of each window (B,) (float64, on CPU): ce_sum split by window, for the window
+    bootstrap of M5/M6 (each window has the same T−1 targets)."""
+    logits = model.head(x_last)[:, :-1]
+    targets = idx[:, 1:].to(logits.device)
+    loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, T−1)
+    return loss.sum(dim=1).detach().double().cpu()

@@ -63,3 +63,10 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     state = load_file(str(Path(directory) / "model.safetensors"), device=str(device))
     model.load_state_dict(state, assign=True)
     return model.eval()
+
+
+def init_model(cfg: ModelConfig, seed: int) -> Transformer:
+    """A run's step-0 weights: `torch.manual_seed(seed)`, then `Transformer(cfg)` (spec §1.5: the seed sets the
+    init). Training builds its model with this, and the analysis rebuilds the untrained control with it."""
+    torch.manual_seed(seed)
+    return Transformer(cfg)

@@ -65,6 +65,8 @@ class Results:
     def runs(self, group: str) -> pd.DataFrame:
         """One row per run of `group` in registry order: run_id, trained_as, group, label (legend name), label_*."""
         part = self.summary[self.summary["group"] == group]
+        if "base_run" in part:  # replicate seeds are reached through `replicas`
+            part = part[part["base_run"].isna() | (part["base_run"] == part["run_id"])]
         if part.empty:
             return pd.DataFrame(columns=["run_id", "trained_as", "group", "label"])
         label_cols = [c for c in part.columns if c.startswith("label_") and part[c].notna().any()]
@@ -72,16 +74,30 @@ class Results:
         runs["label"] = [run_label(r) for r in runs.to_dict("records")]
         return runs
 
+    def replicas(self, run_id: str) -> list[str]:
+        """The run ids of every seed of `run_id` (seed 0 first); [run_id] without replicate seeds."""
+        if "base_run" not in self.summary:
+            return [run_id]
+        part = self.summary[self.summary["base_run"] == run_id].drop_duplicates("run_id").sort_values("seed")
+        return part["run_id"].tolist() or [run_id]
+
+    def seed_values(self, run_id: str, source: str, metric: str) -> list[float]:
+        """The value of every seed of `run_id` (NaN where missing)."""
+        return [self.value(r, source, metric) for r in self.replicas(run_id)]
+
     def value(self, run_id: str, source: str, metric: str) -> float:
         rows = self.summary[(self.summary["run_id"] == run_id) & (self.summary["source"] == source)
                             & (self.summary["metric"] == metric)]
         return float(rows["value"].iloc[0]) if len(rows) else float("nan")
 
     def scalars(self, group: str, metrics: Mapping[str, tuple[str, str]]) -> pd.DataFrame:
-        """`runs(group)` plus one column per name in `metrics` (name -> (source, metric)); NaN where missing."""
+        """`runs(group)` plus one column per name in `metrics` (name -> (source, metric)): the mean over the run's
+        seeds (NaN where missing), and `<name>_seeds` with the per-seed values (for error bars)."""
         runs = self.runs(group)
         for name, (source, metric) in metrics.items():
-            runs[name] = [self.value(r, source, metric) for r in runs["run_id"]]
+            seeds = [self.seed_values(r, source, metric) for r in runs["run_id"]]
+            runs[name] = [float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for v in seeds]
+            runs[f"{name}_seeds"] = seeds
         return runs
 
     def common_step(self, run_ids: Iterable[str]) -> int | None:

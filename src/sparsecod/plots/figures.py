@@ -111,7 +111,8 @@ def fig2(res: Results, ref_dir: Path) -> Figures:
     depths = [int(float(v)) for v in df.get("label_depth", [])]
     fig_c, (ax,) = panels(1, size=(6.0, 3.2))
     score_bars(ax, list(df["label"]), {m: df[m] for m in metrics},
-               {m: [ref[m].get(d, np.nan) for d in depths] for m in metrics}, xlabel="depth")
+               {m: [ref[m].get(d, np.nan) for d in depths] for m in metrics}, xlabel="depth",
+               seeds={m: df[f"{m}_seeds"] for m in metrics})
     return list(zip(_stems("fig2"), (a, fig_b, fig_c)))
 
 
@@ -167,9 +168,10 @@ def fig4(res: Results, ref_dir: Path) -> Figures:
     lams = [float(v) for v in runs.get("label_weight_decay", [])]
     for eps in PANEL_EPS:
         fig, (ax,) = panels(1, size=(3.8, 3.0))
-        ys = [res.value(r, "weight_sparsity", f"sparsity.all.{eps}") for r in runs["run_id"]]
+        seeds = [res.seed_values(r, "weight_sparsity", f"sparsity.all.{eps}") for r in runs["run_id"]]
+        ys = [float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for v in seeds]
         sweep_lines(ax, lams, {f"ε = {eps}": ys}, xlabel="weight decay λ", ylabel=f"weight sparsity S_ε, ε = {eps}",
-                    categorical=True)
+                    categorical=True, seeds={f"ε = {eps}": seeds})
         out.append(fig)
     return list(zip(_stems("fig4"), out))
 
@@ -177,9 +179,12 @@ def fig4(res: Results, ref_dir: Path) -> Figures:
 # --- E3 ----------------------------------------------------------------------------------------------------
 def _sparsity_vs_T(ax, res: Results, runs: pd.DataFrame, Te: int, eps_list=PANEL_EPS) -> None:
     Ts = [int(float(v)) for v in runs.get("label_seq_len", [])]
-    series = {f"ε = {e}": [res.value(r, "attention", f"sparsity.{Te}.{e}") for r in runs["run_id"]] for e in eps_list}
+    seeds = {f"ε = {e}": [res.seed_values(r, "attention", f"sparsity.{Te}.{e}") for r in runs["run_id"]]
+             for e in eps_list}
+    series = {name: [float(np.nanmean(v)) if np.isfinite(v).any() else np.nan for v in per_run]
+              for name, per_run in seeds.items()}
     sweep_lines(ax, Ts, series, xlabel="training T (paper scale)", ylabel=f"attention sparsity at T_e = {Te}",
-                categorical=True)
+                categorical=True, seeds=seeds)
 
 
 def _sparsity_by_layer(ax, res: Results, runs: pd.DataFrame, Te: int, eps: str = "0.001") -> None:

@@ -124,9 +124,10 @@ TABLES: dict[str, Item] = {item.name: item for item in [
 ]}
 
 CLAIMS = Item("claims", ("claims",), GROUPS,
-              "Each claim of the paper evaluated on this workflow's runs: the statistic used (Spearman ρ over a sweep, "
-              "a ratio or a difference), our value, the paper's value computed the same way from config/reference "
-              "(spec §5), and a verdict (reproduced / not reproduced / not enough runs). At small scales most "
-              "verdicts can be \"not reproduced\": that is a result, not an error.",
+              "Each claim of the paper evaluated on this workflow's runs: the statistic (Spearman ρ over a sweep, "
+              "a ratio or a difference) with its 95% interval and one-sided p-value, the same statistic on the "
+              "untrained (step-0) controls, the paper's value computed the same way from config/reference (spec §5), "
+              "and a verdict (reproduced / contradicted / inconclusive) with its reason. At small scales many "
+              "verdicts are \"inconclusive\": that is a result, not an error.",
               "", ("md", "csv"), "Claims")
 ITEMS: dict[str, Item] = {**FIGURES, **TABLES, CLAIMS.name: CLAIMS}

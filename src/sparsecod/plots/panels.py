@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import matplotlib
+import seaborn as sns
 from matplotlib import colors as mcolors
 from matplotlib import cm
 
@@ -20,17 +21,26 @@ from .style import HEATMAP_CMAP, PAPER, SEQUENTIAL_CMAP, legend, no_data, series
 
 def variance_curves(ax, res: Results, runs: pd.DataFrame, *, column: str = "out_var", align: int | None = None,
                     log: bool = False, ylabel: str = "Variance @ last layer") -> None:
-    """M1: the last block's output variance vs step, one line per run; `align` cuts every run at that step."""
+    """M1: the last block's output variance vs step, one line per run; `align` cuts every run at that step. A run
+    with replicate seeds is drawn as the mean over its seeds with seaborn's ± sd band (errorbar="sd")."""
     drawn = 0
     for i, run in enumerate(runs.itertuples()):
-        log_df = res.variance(run.run_id)
-        if log_df is None or log_df.empty:
+        curves = []
+        for rep in res.replicas(run.run_id):
+            log_df = res.variance(rep)
+            if log_df is not None and not log_df.empty:
+                curve = last_layer_curve(log_df, column)
+                curves.append(curve[curve["step"] <= align] if align is not None else curve)
+        if not curves:
             continue
-        curve = last_layer_curve(log_df, column)
-        if align is not None:
-            curve = curve[curve["step"] <= align]
         st = series_style(i, len(runs))
-        ax.plot(curve["step"], curve["value"], color=st["color"], linestyle=st["linestyle"], lw=1.3, label=run.label)
+        if len(curves) == 1:
+            ax.plot(curves[0]["step"], curves[0]["value"], color=st["color"], linestyle=st["linestyle"], lw=1.3,
+                    label=run.label)
+        else:
+            sns.lineplot(data=pd.concat(curves, ignore_index=True), x="step", y="value", errorbar="sd",
+                         estimator="mean", color=st["color"], linestyle=st["linestyle"], lw=1.3,
+                         label=f"{run.label} ({len(curves)} seeds)", ax=ax)
         drawn += 1
     if not drawn:
         no_data(ax, "variance logs")
@@ -82,9 +92,25 @@ def layer_curves(ax, log_df: pd.DataFrame | None, column: str, *, log: bool = Fa
     ax.figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="layer")
 
 
+def seed_errorbars(ax, x: Sequence[float], seeds: Sequence[Sequence[float]], color="black") -> None:
+    """Error bars across seeds at positions x: seaborn's mean ± sd (errorbar="sd") of each position's per-seed
+    values, drawn only where a position has at least two finite seeds."""
+    rows = [(xi, v) for xi, values in zip(x, seeds) if np.isfinite(np.asarray(values, float)).sum() >= 2
+            for v in values if np.isfinite(v)]
+    if not rows:
+        return
+    sns.lineplot(data=pd.DataFrame(rows, columns=["x", "value"]), x="x", y="value", errorbar="sd", err_style="bars",
+                 estimator="mean", ls="", marker="", color=color, err_kws={"capsize": 2, "lw": 0.8}, legend=False,
+                 ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+
+
 def sweep_lines(ax, x: Sequence, series: dict[str, Sequence[float]], *, paper: dict[str, Sequence[float]] | None = None,
-                xlabel: str = "", ylabel: str = "", logx: bool = False, categorical: bool = False) -> None:
-    """One line per series over the sweep values x; `paper` values of the same series as hollow markers."""
+                xlabel: str = "", ylabel: str = "", logx: bool = False, categorical: bool = False,
+                seeds: dict[str, Sequence[Sequence[float]]] | None = None) -> None:
+    """One line per series over the sweep values x; `paper` values of the same series as hollow markers;
+    `seeds`: per-seed values of a series at each x, drawn as error bars across seeds (mean ± sd)."""
     xs = list(range(len(x))) if categorical else list(x)
     drawn = False
     for i, (name, ys) in enumerate(series.items()):
@@ -92,6 +118,8 @@ def sweep_lines(ax, x: Sequence, series: dict[str, Sequence[float]], *, paper: d
         if np.isfinite(ys).any():
             st = series_style(i, len(series))
             ax.plot(xs, ys, label=name, lw=1.3, markersize=5, **st)
+            if seeds and name in seeds:
+                seed_errorbars(ax, xs, seeds[name], st["color"])
             drawn = True
         if paper and name in paper:
             ax.scatter(xs, paper[name], **PAPER, label=f"{name} (paper)" if len(series) > 1 else "paper")
@@ -108,8 +136,10 @@ def sweep_lines(ax, x: Sequence, series: dict[str, Sequence[float]], *, paper: d
 
 
 def score_bars(ax, labels: Sequence[str], scores: dict[str, Sequence[float]],
-               paper: dict[str, Sequence[float]] | None = None, *, xlabel: str = "") -> None:
-    """Grouped bars of the M4–M6 scores per run with values annotated; the paper's values as hollow markers."""
+               paper: dict[str, Sequence[float]] | None = None, *, xlabel: str = "",
+               seeds: dict[str, Sequence[Sequence[float]]] | None = None) -> None:
+    """Grouped bars of the M4–M6 scores per run with values annotated; the paper's values as hollow markers;
+    `seeds`: per-seed values of each score and run, drawn as error bars across seeds (mean ± sd)."""
     if not any(np.isfinite(np.asarray(v, dtype=float)).any() for v in scores.values()):
         no_data(ax, ", ".join(scores))
         return
@@ -128,6 +158,8 @@ def score_bars(ax, labels: Sequence[str], scores: dict[str, Sequence[float]],
                             va="bottom", fontsize=6, rotation=90)
         if paper and name in paper:
             ax.scatter(pos, paper[name], **PAPER, label="paper" if i == 0 else None)
+        if seeds and name in seeds:
+            seed_errorbars(ax, pos, seeds[name])
     ax.set_xticks(x, labels)
     ax.set_ylim(0, 1.15)
     ax.set_xlabel(xlabel)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..fileio import write_bytes_atomic, write_csv_atomic
 from ..model.config import ModelConfig
+from ..stats import seed_interval
 from .data import MODEL_NAMES, Results
 from .inventory import TABLES
 from .reference import load_reference
@@ -85,6 +86,10 @@ SCORE_TABLES = {
         # M6 under the released code's map x Wᵀ + b (spec D1), which produced the paper's numbers
         Column("effective_layers_released", ("usefulness", "effective_layers_transpose_bug"), "effective_layers",
                ".0f"),
+        # continuous M6 beside τ (not in the paper): mean (r−1)/(ceiling−1) and the largest mean-vector ceiling;
+        # a ceiling ≤ 1.1 means no block can pass τ = 0.1 (E/W at their floor)
+        Column("usefulness_normalised", ("usefulness", "normalised_score"), "usefulness_normalised", ".3f"),
+        Column("ceiling_max", ("usefulness", "ceiling_max"), "ceiling_max", ".3f"),
         PPL,
         _eval("mmlu", "mmlu_acc", "acc"),
         _eval("arc_challenge", "arc_c_acc_norm"),
@@ -162,8 +167,14 @@ def _same(a, b) -> bool:
         return str(a) == str(b)
 
 
-def _ours(res: Results, run_id: str, cfg: dict, col: Column) -> float:
-    return col.ours(cfg) if callable(col.ours) else res.value(run_id, *col.ours)
+def _ours(res: Results, run_id: str, cfg: dict, col: Column) -> tuple[float, float, float]:
+    """(value, low, high): a config value (no interval), or a measured one as the mean over the run's seeds with
+    the t interval across seeds, or with one seed the window-bootstrap interval `ci.<metric>` of its JSON."""
+    if callable(col.ours):
+        return col.ours(cfg), math.nan, math.nan
+    source, metric = col.ours
+    return seed_interval(res.seed_values(run_id, source, metric), res.value(run_id, source, f"ci.{metric}.low"),
+                         res.value(run_id, source, f"ci.{metric}.high"))
 
 
 def score_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
@@ -177,15 +188,17 @@ def score_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
         paper = match.iloc[0] if len(match) else None
         row, cfg = {"run_id": run["run_id"], "label": run["label"]}, res.config(run["run_id"])
         for col in spec.columns:
-            ours = _ours(res, run["run_id"], cfg, col)
+            ours, low, high = _ours(res, run["run_id"], cfg, col)
             theirs = parse_count(paper[col.ref]) if paper is not None and col.ref in paper else math.nan
-            row |= {col.name: ours, f"{col.name}_paper": theirs, f"{col.name}_diff": ours - theirs}
+            row |= {col.name: ours, f"{col.name}_paper": theirs, f"{col.name}_diff": ours - theirs,
+                    f"{col.name}_low": low, f"{col.name}_high": high}
         if "note" in ref.columns:
             note = paper["note"] if paper is not None else None
             row["note"] = note if isinstance(note, str) else ""
         rows.append(row)
     columns = ["run_id", "label", *[f"{c.name}{s}" for c in spec.columns for s in ("", "_paper", "_diff")]]
-    return pd.DataFrame(rows, columns=columns + (["note"] if "note" in ref.columns else []))
+    intervals = [f"{c.name}{s}" for c in spec.columns for s in ("_low", "_high")]
+    return pd.DataFrame(rows, columns=columns + (["note"] if "note" in ref.columns else []) + intervals)
 
 
 def config_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
@@ -258,8 +271,21 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
+def with_intervals(df: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
+    """The display frame: each measured value `x` with an interval as the text 'x [low, high]' (95%: across seeds,
+    or the window bootstrap of one seed), the `_low` / `_high` columns folded into it."""
+    out = df.copy()
+    for col in [c for c in df.columns if f"{c}_low" in df.columns]:
+        fmt = formats.get(col)
+        out[col] = [v if not (np.isfinite(lo) and np.isfinite(hi)) else
+                    f"{format_cell(v, fmt)} [{format_cell(lo, fmt)}, {format_cell(hi, fmt)}]"
+                    for v, lo, hi in zip(df[col], df[f"{col}_low"].astype(float), df[f"{col}_high"].astype(float))]
+    return out.drop(columns=[c for c in df.columns if c.endswith(("_low", "_high"))])
+
+
 def _shown(df: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
-    """The cells as displayed (format_cell per column), all text."""
+    """The cells as displayed (format_cell per column), all text; values with an interval as 'x [low, high]'."""
+    df = with_intervals(df, formats)
     return pd.DataFrame({c: [format_cell(v, formats.get(c)) for v in df[c]] for c in df.columns}, columns=df.columns)
 
 

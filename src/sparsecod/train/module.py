@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from ..config import RunConfig, TrainConfig
 from ..model.config import ConfigError
+from ..model.io import init_model
 from ..model.transformer import Transformer
 from ..data.shards import open_tokens
 from .data import IGNORE_INDEX, HeldoutWindows, StepBatches, StepSchedule, TokenWindows
@@ -113,8 +114,7 @@ class LMTrainModule(L.LightningModule):
         super().__init__()
         self.run, self.cfg = run, run.train
         self.automatic_optimization = False
-        torch.manual_seed(self.cfg.seed)  # init (spec §1.5: seed for init and data order)
-        self.model = Transformer(run.model)
+        self.model = init_model(run.model, self.cfg.seed)  # init (spec §1.5: seed for init and data order)
         self._forward = torch.compile(self.model.forward) if self.cfg.compile else self.model.forward
         self.log_rows: dict[str, list[dict]] = {"train_log": [], "variance_log": [], "kurtosis_log": [], "val_log": []}
         self.diverged: dict | None = None
