@@ -313,7 +313,7 @@ def test_train_rule_sbatch_arguments_at_paper_scale(slurm_cluster, tmp_path):
     for opt, value in (("--mem", str(cfg["resources"]["train_mem_mb"])), ("-p", slurm_cluster.partition),
                        ("-A", "gpu-project")):
         assert call[call.index(opt) + 1] == value, f"{opt} {value} missing from sbatch {flags}"
-    assert int(call[call.index("-t") + 1]) > 10  # minutes, from 6·N·tokens at resources.gpu_flops (not the default 60)
+    assert int(call[call.index("-t") + 1]) > 10  # minutes, from the FLOPs at resources.mfu × gpu_peak_flops (not the default 60)
     assert not any(a.startswith("--ntasks") for a in call)  # GPU jobs get no --ntasks from the plugin
     assert (tmp_path / "scancel.args").read_text().split() == ["990001"]  # Ctrl-C cancels the (fake) job
 

@@ -45,6 +45,7 @@ from .logs import consolidate, read_log
 _RESUMABLE_KEYS = {
     "stop_after", "micro_batch", "devices", "num_nodes", "strategy", "accelerator", "ckpt_every",
     "var_every", "kurtosis_every", "val_every", "val_tokens", "compile", "max_loss",
+    "act_ckpt", "loggers",
 }
 LOG_COLUMNS = {
     "train_log": ["step", "loss", "ce", "aux", "lr", "grad_norm", "tokens", "train_seconds"],
