@@ -132,8 +132,9 @@ def _cluster_plugins(requeue_signal, devices: int = 1, num_nodes: int = 1) -> li
 
     One Slurm task asking for several devices on one node (the Snakemake Slurm plugin runs every job as
     `srun -n1`): SLURMEnvironment would make that a world of one process and leave the other GPUs idle, so
-    Lightning's own launcher starts one process per device instead. Such a run has no requeue signal handler; a
-    preempted job resumes from the periodic checkpoints/last.ckpt (every `ckpt_every` steps).
+    Lightning's own launcher starts one process per device instead. Every multi-process run leaves the signal to
+    `requeue.SyncedRequeue` (all ranks checkpoint at the same step; Lightning's handler would race), so Lightning's
+    own requeue handler is only installed for a single process.
     """
     from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
@@ -141,7 +142,7 @@ def _cluster_plugins(requeue_signal, devices: int = 1, num_nodes: int = 1) -> li
         return []
     if num_nodes == 1 and devices > 1 and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
         return [LightningEnvironment()]
-    return [SLURMEnvironment(requeue_signal=requeue_signal)]
+    return [SLURMEnvironment(auto_requeue=devices * num_nodes == 1, requeue_signal=requeue_signal)]
 
 
 def _check_resume(run: RunConfig, ckpt_dir: Path) -> Path | None:
@@ -241,6 +242,7 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
 
     from .callbacks import AtomicCheckpoint, RunLogs, save_checkpoint_atomic
     from .module import REQUEUE_SIGNAL, LMTrainModule, ShardData
+    from .requeue import requeue_callbacks
 
     cfg = run.train
     resume = _check_resume(run, ckpt_dir)
@@ -253,7 +255,8 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     trainer = L.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
         precision=precision, max_steps=cfg.last_step, max_epochs=-1, logger=False,
-        callbacks=[logs, AtomicCheckpoint(ckpt_dir, cfg.ckpt_every), *bar, *callbacks],
+        callbacks=[logs, AtomicCheckpoint(ckpt_dir, cfg.ckpt_every), *bar, *callbacks,
+                   *requeue_callbacks(ckpt_dir, REQUEUE_SIGNAL, cfg.devices * cfg.num_nodes)],
         enable_model_summary=False, enable_progress_bar=progress_bar, use_distributed_sampler=False,
         num_sanity_val_steps=0, val_check_interval=cfg.val_every or None, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if cfg.val_every else 0, default_root_dir=str(ckpt_dir), log_every_n_steps=1,
