@@ -47,12 +47,16 @@ def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one run (resumes from <out>/checkpoints/ if a checkpoint is there)")
     p.add_argument("--config", required=True, help="run.yaml (sparsecod.config.RunConfig)")
     p.add_argument("--out", required=True, help="run directory, e.g. results/runs/<run_id>")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (default: a bar on a terminal, else a plain line every few steps)")
+    p.add_argument("--peak-flops", type=float, default=None,
+                   help="peak FLOP/s of one device, for the logged MFU (default: meta.peak_flops of run.yaml, from "
+                        "resources.gpu_peak_flops)")
 
     def run(args: argparse.Namespace) -> int:
         from .train import train_run
 
-        train_run(args.config, args.out, progress_bar=not args.no_progress)
+        train_run(args.config, args.out, progress_bar=not args.no_progress, peak_flops=args.peak_flops)
         return 0
 
     p.set_defaults(func=run)
