@@ -9,7 +9,7 @@ from snakemake.utils import update_config, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not installed
 from sparsecod.experiments import GROUPS, Registry, load_config  # noqa: E402
-from sparsecod.model.flops import train_flops  # noqa: E402
+from sparsecod.model.flops import recompute_factor, train_flops  # noqa: E402
 from sparsecod.train.memory_plan import memory_problems  # noqa: E402
 
 # A --configfile (e.g. config/smoke.yaml) replaces the paper config instead of being deep-merged into it,
@@ -119,14 +119,14 @@ def all_outputs():
 def train_resources(wildcards):
     """GPUs, runtime (min) and host memory of one training job (spec §3 budgets).
 
-    Runtime: (6·N_active + 12·L·d·T)·tokens (sparsecod.model.flops) at resources.mfu × resources.gpu_peak_flops
-    per GPU, × resources.runtime_margin, capped at resources.max_runtime: a longer run continues in requeued
+    Runtime: (6·N_active + 12·L·d·T)·tokens (sparsecod.model.flops; × 8/6 with act_ckpt's recomputation) at
+    resources.mfu × resources.gpu_peak_flops per GPU, × resources.runtime_margin, capped at resources.max_runtime: a longer run continues in requeued
     segments (SIGURG checkpoint-and-requeue, docs/slurm.md).
     """
     spec = REG.runs[wildcards.run]
     t = spec.train
     gpus = t.devices * t.num_nodes if t.accelerator in ("gpu", "cuda") else 0
-    flops = train_flops(spec.model, t.seq_len, t.tokens_per_step * t.last_step)
+    flops = train_flops(spec.model, t.seq_len, t.tokens_per_step * t.last_step) * recompute_factor(t.act_ckpt)
     seconds = flops / (max(gpus, 1) * RES["gpu_peak_flops"] * RES["mfu"])
     minutes = max(10, math.ceil(seconds * RES["runtime_margin"] / 60))
     return {

@@ -30,3 +30,8 @@ def train_flops(model: ModelConfig, seq_len: int, tokens: float) -> float:
 def mfu(tokens_per_s: float, model: ModelConfig, seq_len: int, peak_flops: float, devices: int = 1) -> float:
     """Model FLOPs utilisation: achieved FLOP/s over `devices` × `peak_flops` (peak FLOP/s of one device)."""
     return tokens_per_s * flops_per_token(model, seq_len) / (peak_flops * devices)
+
+
+def recompute_factor(act_ckpt: bool) -> float:
+    """Executed over model FLOPs: activation checkpointing runs every block's forward (2 of the 6) twice."""
+    return 8.0 / 6.0 if act_ckpt else 1.0
