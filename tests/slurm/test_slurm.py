@@ -367,6 +367,46 @@ def test_preempted_training_resumes_and_matches_uninterrupted(slurm_cluster, smo
 
 @pytest.mark.slurm
 @pytest.mark.integration
+def test_preempted_two_process_training_requeues_and_finishes(slurm_cluster, smoke_run):
+    """Issue 16: the same preemption with `devices: 2` (one Slurm task; Lightning starts the second process, DDP on
+    CPU). Both processes agree on the step (requeue.SyncedRequeue), hpc_ckpt_<n>.ckpt is saved, rank 0 requeues the
+    job, Slurm restarts the same job id and the rerun resumes from the checkpoint and completes with world size 2."""
+    workdir, _ = smoke_run
+    run_dir = workdir / "results" / "runs" / SMOKE_RUN
+    if run_dir.exists():
+        run_dir.rename(workdir / f"before_two_process_{time.time_ns()}")
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["defaults"].update(devices=2, strategy="ddp")
+    config = workdir / "config-2proc.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc, log_path = slurm_cluster.start_snakemake(
+        workdir, "--configfile", str(config), "--verbose", f"results/runs/{SMOKE_RUN}/summary.json",
+        snakefile=REPO / "Snakefile", log_name="snakemake-preempt-2proc.out",
+    )
+    try:
+        first_ckpt = run_dir / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        while not first_ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first_ckpt.exists(), f"no checkpoint before the deadline:\n{log_path.read_text()[-4000:]}"
+        job_id = next(j for j, r in submitted_jobs(log_path.read_text()).items() if r == "train")
+        slurm_cluster.signal(job_id, "URG")
+        rc, log = slurm_cluster.wait_snakemake(proc, log_path, timeout=360)
+    finally:
+        slurm_cluster.stop_snakemake(proc)
+    assert rc == 0, f"snakemake failed after the preemption (exit {rc}):\n{log[-6000:]}"
+    info = slurm_cluster.job(job_id)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
+    program_log = (workdir / "results" / "logs" / "train" / f"{SMOKE_RUN}.log").read_text(errors="replace")
+    # the rerun's log (the rule truncates it): it resumed from the checkpoint both processes saved at the signal
+    resumed = re.search(r"resuming from \S*/checkpoints/(hpc_ckpt_\d+|last)\.ckpt \(step (\d+)\)", program_log)
+    assert resumed and resumed.group(1).startswith("hpc_ckpt_") and 0 < int(resumed.group(2)) < 32, program_log[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps_done"] == 32 and summary["status"] == "completed"
+
+
+@pytest.mark.slurm
+@pytest.mark.integration
 def test_warning_signal_reaches_the_command_without_b(slurm_cluster, tmp_path):
     """`--signal=URG@s` (what the train rule asks for) reaches the rule's command inside the plugin's job step and
     the job still completes; `--signal=B:URG@s` only signals the batch shell, so the command never sees it."""
