@@ -26,7 +26,7 @@ from ..model.config import ModelConfig
 
 GIB = 2**30
 CUDA_RESERVED_GIB = 1.5  # CUDA context, cuBLAS/cuDNN workspaces and NCCL buffers per GPU
-SHARDED = ("fsdp2",)  # strategies whose states are sharded over all ranks (implemented in sparsecod.train)
+SHARDED = ("fsdp2", "fsdp")  # strategies whose states are sharded over all ranks
 # bytes per parameter of (weights, gradients, AdamW states) and per saved element (activations, residual/norms)
 _PRECISION = {
     "bf16-mixed": {"param": 4, "grad": 4, "optim": 8, "act": 2, "res": 4},
