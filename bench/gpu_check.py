@@ -218,6 +218,12 @@ def _probe_rss(spec: dict) -> int:
     return int(json.loads(out.strip().splitlines()[-1])["delta"])
 
 
+def _hwm() -> int:
+    """Peak RSS of this process image (VmHWM; unlike ru_maxrss it starts afresh at exec, not at the parent's size)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def _probe_main(spec: dict) -> None:
     model_cfg, cfg = ModelConfig(**spec["model"]), TrainConfig(**spec["train"])
     torch.set_num_threads(1)
@@ -227,7 +233,7 @@ def _probe_main(spec: dict) -> None:
     step = _step_fn(model, opt, idx, "cpu", cfg)
     step()
     step()
-    print(json.dumps({"delta": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base}))
+    print(json.dumps({"delta": _hwm() - base}))
 
 
 def check_dense_step(device: str, cpu: bool, peak_flops: float, steps: int) -> None:

@@ -1,6 +1,6 @@
 """Subprocess for tests/test_memory_plan.py: peak RSS growth over two real training steps of one model.
 
-argv[1]: JSON {"model": ModelConfig kwargs, "train": TrainConfig kwargs}. Prints {"delta": bytes}: ru_maxrss
+argv[1]: JSON {"model": ModelConfig kwargs, "train": TrainConfig kwargs}. Prints {"delta": bytes}: peak RSS (VmHWM)
 after two optimizer steps (gradient accumulation over the micro-batches) minus the RSS before the model existed.
 Run with MALLOC_MMAP_THRESHOLD_ low, so freed tensors go back to the OS and RSS follows live memory.
 """
@@ -23,6 +23,12 @@ def rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+def _hwm() -> int:
+    """Peak RSS of this process image (VmHWM; unlike ru_maxrss it starts afresh at exec, not at the parent's size)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 spec = json.loads(sys.argv[1])
 moe = spec["model"].pop("moe", None)
 model_cfg = ModelConfig(**spec["model"], moe=MoEConfig(**moe) if moe else None)
@@ -42,4 +48,4 @@ for step in range(2):
         del out
     opt.step()
     opt.zero_grad(set_to_none=True)
-print(json.dumps({"delta": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base}))
+print(json.dumps({"delta": _hwm() - base}))

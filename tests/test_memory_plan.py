@@ -63,7 +63,7 @@ CASES = {  # (model, train): two dense sizes, fp32, two micro-batches per step
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_plan_matches_the_measured_peak_of_real_cpu_steps(case):
-    """Peak RSS growth of two real optimizer steps (fresh process) within ±20 % of the plan."""
+    """Peak RSS (VmHWM) growth of two real optimizer steps (fresh process) within ±20 % of the plan."""
     model_kw, train_kw = CASES[case]
     train_kw = dict(train_kw, global_batch=2 * train_kw["micro_batch"], steps=10, warmup_steps=0,
                     precision="32-true", var_every=0, accelerator="cpu")
