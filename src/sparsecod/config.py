@@ -27,9 +27,9 @@ class TrainConfig:
 
     steps is the schedule horizon (round(tokens / (global_batch * seq_len))); stop_after ends training
     early without changing the schedule (E7 stops at 1,600 of 4,768 steps). act_ckpt recomputes each block in
-    the backward (memory layout only, results unchanged); loggers adds Lightning loggers (csv, tensorboard, wandb). var_every / kurtosis_every /
-    val_every = 0 switch that logging off; val_tokens > 0 evaluates the held-out loss on that many tokens
-    at the end (and every val_every steps). max_loss: a training loss above it (or non-finite) counts as
+    the backward (memory layout only, results unchanged); loggers adds Lightning loggers (csv, tensorboard,
+    wandb) next to the parquet logs. var_every / kurtosis_every / val_every = 0 switch that logging off;
+    val_tokens > 0 evaluates the held-out loss on that many tokens at the end (and every val_every steps). max_loss: a training loss above it (or non-finite) counts as
     divergence and stops the run cleanly (not a paper setting; the λ=3 run's PPL 773 is loss 6.7).
     """
 

@@ -11,6 +11,7 @@ Layout of `<run_dir>/`:
     variance_log.parquet          per step and block: out_var, attn_out_var, ffn_out_var, var_pre, var_post (M1/M2, D3)
     kurtosis_log.parquet          per step and block: kurtosis, kurt_p50/p90/p99/max (M10)
     val_log.parquet               held-out loss: step (updates done), val_loss, val_targets
+    logs/{csv,tensorboard,wandb}/ Lightning loggers named in train.loggers (per-step loss, lr, tokens/s, MFU)
     model/                        `sparsecod.model.save_model` directory (+ tokenizer.json of the shard)
     summary.json                  written last, atomically
 
