@@ -376,7 +376,7 @@ def test_preempted_two_process_training_requeues_and_finishes(slurm_cluster, smo
     if run_dir.exists():
         run_dir.rename(workdir / f"before_two_process_{time.time_ns()}")
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())
-    cfg["defaults"].update(devices=2, strategy="ddp")
+    cfg["groups"]["weight_decay"]["train"].update(devices=2, strategy="ddp", micro_batch=2)  # global batch 4 kept
     config = workdir / "config-2proc.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     proc, log_path = slurm_cluster.start_snakemake(
