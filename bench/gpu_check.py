@@ -373,16 +373,24 @@ def check_sharded(device: str, cpu: bool) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from _train_testutil import make_shard, tiny_run
 
-    from sparsecod.train import train_run
-
     with tempfile.TemporaryDirectory() as tmp:
         shard = make_shard(Path(tmp) / "shard")
-        run = tiny_run(shard, "dense", steps=2, strategy="fsdp2", devices=1, ckpt_every=2,
-                       accelerator="cpu" if cpu else "gpu", precision="32-true" if cpu else "bf16-mixed")
+        # CPU: two gloo processes (a real shard of each tensor); CUDA: the one GPU of this check
+        run = tiny_run(shard, "dense", steps=2, strategy="fsdp2", devices=2 if cpu else 1, micro_batch=2,
+                       ckpt_every=2, accelerator="cpu" if cpu else "gpu", precision="32-true" if cpu else "bf16-mixed")
+        run.save(Path(tmp) / "run.yaml")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+        cmd = [sys.executable, "-m", "sparsecod", "train", "--config", str(Path(tmp) / "run.yaml"),
+               "--out", str(Path(tmp) / "r"), "--no-progress"]
         t0 = time.perf_counter()
-        summary = train_run(run, Path(tmp) / "r")
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                              env={**env, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"})
+        if proc.returncode != 0:
+            report("sharded_step", "fail", error=(proc.stderr.strip().splitlines() or ["?"])[-1])
+            return
+        summary = json.loads((Path(tmp) / "r" / "summary.json").read_text())
         report("sharded_step", "ok" if summary["steps_done"] == 2 else "fail", seconds=time.perf_counter() - t0,
-               final_loss=summary["final_train_loss"])
+               world_size=summary["world_size"], final_loss=summary["final_train_loss"])
 
 
 @guarded("ckpt_save_s")
