@@ -5,6 +5,7 @@ Only the contract is checked (exit code, the final line's keys); timings are nev
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,21 @@ def test_bench_scripts_quick_mode_final_line() -> None:
             assert pairs["ours_expert_dtype_bf16"] == "bfloat16", "our experts must run in bf16 under autocast"
         if script == "bench_plan.py":
             assert int(pairs["jobs_paper"]) > 0 and int(pairs["jobs_smoke"]) > 0
+
+
+@pytest.mark.integration
+def test_gpu_check_cpu_mode_every_line_is_a_passing_check() -> None:
+    """`bench/gpu_check.py --cpu` (issue 16): every output line is `name=value`, none failed, all checks present."""
+    res = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--cpu"], capture_output=True, text=True,
+                         cwd=BENCH.parent, timeout=1200)
+    assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    lines = [x for x in res.stdout.splitlines() if not x.startswith("#")]
+    pairs = dict(x.split("=", 1) for x in lines)
+    assert all(re.fullmatch(r"[a-z0-9_]+=\S+", x) for x in lines), lines
+    assert not [k for k, v in pairs.items() if v.startswith("fail")], pairs
+    assert pairs["gpu_check"] == "ok"
+    for key in ("sdpa_flash_hd70_g16", "grouped_mm", "sync_debug", "dense1b_init_loss", "dense1b_peak_memory",
+                "dense1b_eager", "dense1b_compiled", "block_moe_7ba1b", "block_abl_moe", "sharded_step",
+                "ckpt_save_s", "ckpt_load_s"):
+        assert key in pairs, key
+    assert pairs["grouped_mm"].startswith("ok") and pairs["dense1b_peak_memory"].startswith("ok")

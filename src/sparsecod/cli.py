@@ -24,16 +24,39 @@ def _params(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="peak memory per GPU of every training job of a workflow config (issue 16)",
+                       description="Parameters, gradients and AdamW states under each run's strategy plus activations "
+                                   "(sparsecod.train.memory_plan), against resources.gpu_mem_gb.")
+    p.add_argument("--config", default="config/config.yaml", help="workflow config (default: the paper config)")
+    p.add_argument("--format", choices=["table", "csv"], default="table")
+
+    def run(args: argparse.Namespace) -> int:
+        from .experiments import load_config, Registry
+        from .train.memory_plan import plan_registry, plan_table
+
+        config = load_config(args.config)
+        cap = float((config.get("resources") or {}).get("gpu_mem_gb", 80))
+        print(plan_table(plan_registry(Registry(config)), cap, fmt=args.format))
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one run (resumes from <out>/checkpoints/ if a checkpoint is there)")
     p.add_argument("--config", required=True, help="run.yaml (sparsecod.config.RunConfig)")
     p.add_argument("--out", required=True, help="run directory, e.g. results/runs/<run_id>")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress output (default: a bar on a terminal, else a plain line every few steps)")
+    p.add_argument("--peak-flops", type=float, default=None,
+                   help="peak FLOP/s of one device, for the logged MFU (default: meta.peak_flops of run.yaml, from "
+                        "resources.gpu_peak_flops)")
 
     def run(args: argparse.Namespace) -> int:
         from .train import train_run
 
-        train_run(args.config, args.out, progress_bar=not args.no_progress)
+        train_run(args.config, args.out, progress_bar=not args.no_progress, peak_flops=args.peak_flops)
         return 0
 
     p.set_defaults(func=run)
@@ -293,7 +316,7 @@ def _merge_summaries(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_params, _train, _tokenize, _analyze, _evaluate, _export_hf, _render,
+COMMANDS = [_params, _plan, _train, _tokenize, _analyze, _evaluate, _export_hf, _render,
             _run_config, _select_lr, _collect, _merge_summaries]
 
 

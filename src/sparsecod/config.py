@@ -18,6 +18,7 @@ from .model.config import ConfigError, ModelConfig
 
 
 PRECISIONS = frozenset({"bf16-mixed", "bf16-true", "32-true", "64-true"})
+LOGGERS = frozenset({"csv", "tensorboard", "wandb"})  # Lightning loggers added next to the parquet logs
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,10 @@ class TrainConfig:
     """Optimisation and logging of one run (spec §1.5; defaults are the paper's).
 
     steps is the schedule horizon (round(tokens / (global_batch * seq_len))); stop_after ends training
-    early without changing the schedule (E7 stops at 1,600 of 4,768 steps). var_every / kurtosis_every /
-    val_every = 0 switch that logging off; val_tokens > 0 evaluates the held-out loss on that many tokens
-    at the end (and every val_every steps). max_loss: a training loss above it (or non-finite) counts as
+    early without changing the schedule (E7 stops at 1,600 of 4,768 steps). act_ckpt recomputes each block in
+    the backward (memory layout only, results unchanged); loggers adds Lightning loggers (csv, tensorboard,
+    wandb) next to the parquet logs. var_every / kurtosis_every / val_every = 0 switch that logging off;
+    val_tokens > 0 evaluates the held-out loss on that many tokens at the end (and every val_every steps). max_loss: a training loss above it (or non-finite) counts as
     divergence and stops the run cleanly (not a paper setting; the λ=3 run's PPL 773 is loss 6.7).
     """
 
@@ -57,8 +59,14 @@ class TrainConfig:
     strategy: str = "auto"
     compile: bool = False
     max_loss: float = 1000.0
+    act_ckpt: bool = False
+    loggers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.loggers, str) or not all(x in LOGGERS for x in self.loggers):
+            raise ConfigError(f"train.loggers={self.loggers!r}: give a list of {sorted(LOGGERS)} (parquet logs are always "
+                              "written)")
+        object.__setattr__(self, "loggers", tuple(self.loggers))
         positive = ("seq_len", "global_batch", "micro_batch", "steps", "ckpt_every", "devices", "num_nodes")
         for key in positive:
             if getattr(self, key) < 1:
@@ -120,7 +128,7 @@ class RunConfig:
         return {
             "run_id": self.run_id,
             "model": self.model.to_dict(),
-            "train": dataclasses.asdict(self.train),
+            "train": {**dataclasses.asdict(self.train), "loggers": list(self.train.loggers)},
             "data": self.data,
             "meta": dict(self.meta),
         }

@@ -288,7 +288,8 @@ class Registry:
             train = dataclasses.replace(train, lr=float(json.loads(path.read_text())["best_lr"]))
         aliases = sorted(self.trained_together(run.run_id)[1:])
         meta = {"group": run.group, "labels": run.labels, "aliases": aliases, "lr_sweep": run.lr_sweep,
-                "sweep_of": run.sweep_of, "scale": self.config.get("scale")}
+                "sweep_of": run.sweep_of, "scale": self.config.get("scale"),
+                "peak_flops": (self.config.get("resources") or {}).get("gpu_peak_flops")}  # MFU in the logs
         return RunConfig(run_id=run.run_id, model=model, train=train, data=str(self.data_dir()), meta=meta)
 
     def write_run_config(self, run_id: str, out: Path, log: Path | None = None) -> RunConfig:

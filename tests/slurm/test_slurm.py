@@ -313,7 +313,7 @@ def test_train_rule_sbatch_arguments_at_paper_scale(slurm_cluster, tmp_path):
     for opt, value in (("--mem", str(cfg["resources"]["train_mem_mb"])), ("-p", slurm_cluster.partition),
                        ("-A", "gpu-project")):
         assert call[call.index(opt) + 1] == value, f"{opt} {value} missing from sbatch {flags}"
-    assert int(call[call.index("-t") + 1]) > 10  # minutes, from 6·N·tokens at resources.gpu_flops (not the default 60)
+    assert int(call[call.index("-t") + 1]) > 10  # minutes, from the FLOPs at resources.mfu × gpu_peak_flops (not the default 60)
     assert not any(a.startswith("--ntasks") for a in call)  # GPU jobs get no --ntasks from the plugin
     assert (tmp_path / "scancel.args").read_text().split() == ["990001"]  # Ctrl-C cancels the (fake) job
 
@@ -363,6 +363,46 @@ def test_preempted_training_resumes_and_matches_uninterrupted(slurm_cluster, smo
     a, b = (json.loads((d / "summary.json").read_text()) for d in (reference, run_dir))
     for key in ("steps_done", "final_train_loss", "final_val_loss"):
         assert a[key] == b[key], key
+
+
+@pytest.mark.slurm
+@pytest.mark.integration
+def test_preempted_two_process_training_requeues_and_finishes(slurm_cluster, smoke_run):
+    """Issue 16: the same preemption with `devices: 2` (one Slurm task; Lightning starts the second process, DDP on
+    CPU). Both processes agree on the step (requeue.SyncedRequeue), hpc_ckpt_<n>.ckpt is saved, rank 0 requeues the
+    job, Slurm restarts the same job id and the rerun resumes from the checkpoint and completes with world size 2."""
+    workdir, _ = smoke_run
+    run_dir = workdir / "results" / "runs" / SMOKE_RUN
+    if run_dir.exists():
+        run_dir.rename(workdir / f"before_two_process_{time.time_ns()}")
+    cfg = yaml.safe_load((workdir / "config.yaml").read_text())
+    cfg["groups"]["weight_decay"]["train"].update(devices=2, strategy="ddp", micro_batch=2)  # global batch 4 kept
+    config = workdir / "config-2proc.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc, log_path = slurm_cluster.start_snakemake(
+        workdir, "--configfile", str(config), "--verbose", f"results/runs/{SMOKE_RUN}/summary.json",
+        snakefile=REPO / "Snakefile", log_name="snakemake-preempt-2proc.out",
+    )
+    try:
+        first_ckpt = run_dir / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        while not first_ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first_ckpt.exists(), f"no checkpoint before the deadline:\n{log_path.read_text()[-4000:]}"
+        job_id = next(j for j, r in submitted_jobs(log_path.read_text()).items() if r == "train")
+        slurm_cluster.signal(job_id, "URG")
+        rc, log = slurm_cluster.wait_snakemake(proc, log_path, timeout=360)
+    finally:
+        slurm_cluster.stop_snakemake(proc)
+    assert rc == 0, f"snakemake failed after the preemption (exit {rc}):\n{log[-6000:]}"
+    info = slurm_cluster.job(job_id)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", info
+    program_log = (workdir / "results" / "logs" / "train" / f"{SMOKE_RUN}.log").read_text(errors="replace")
+    # the rerun's log (the rule truncates it): it resumed from the checkpoint both processes saved at the signal
+    resumed = re.search(r"resuming from \S*/checkpoints/(hpc_ckpt_\d+|last)\.ckpt \(step (\d+)\)", program_log)
+    assert resumed and resumed.group(1).startswith("hpc_ckpt_") and 0 < int(resumed.group(2)) < 32, program_log[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps_done"] == 32 and summary["status"] == "completed"
 
 
 @pytest.mark.slurm

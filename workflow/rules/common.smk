@@ -10,6 +10,8 @@ from snakemake.utils import update_config, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not installed
 from sparsecod.experiments import GROUPS, WORKFLOW_CONFIG_ENV, Registry, load_config  # noqa: E402
+from sparsecod.model.flops import recompute_factor, train_flops  # noqa: E402
+from sparsecod.train.memory_plan import memory_problems  # noqa: E402
 
 # A --configfile (e.g. config/smoke.yaml) replaces the paper config instead of being deep-merged into it,
 # so no paper-scale key can leak into a small scale. --config KEY=VALUE overrides still apply on top.
@@ -123,17 +125,34 @@ def all_outputs():
 
 
 def train_resources(wildcards):
-    """GPUs, runtime (min) from 6·N_active·tokens at the assumed throughput, memory (spec §3 budgets)."""
+    """GPUs, runtime (min) and host memory of one training job (spec §3 budgets).
+
+    Runtime: (6·N_active + 12·L·d·T)·tokens (sparsecod.model.flops; × 8/6 with act_ckpt's recomputation) at
+    resources.mfu × resources.gpu_peak_flops per GPU, × resources.runtime_margin, capped at resources.max_runtime: a longer run continues in requeued
+    segments (SIGURG checkpoint-and-requeue, docs/slurm.md).
+    """
     spec = REG.runs[wildcards.run]
     t = spec.train
     gpus = t.devices * t.num_nodes if t.accelerator in ("gpu", "cuda") else 0
-    n_active = spec.model.param_counts()["active"]
-    flops = 6 * n_active * t.tokens_per_step * t.last_step
-    seconds = flops / (max(gpus, 1) * RES["gpu_flops"])
+    flops = train_flops(spec.model, t.seq_len, t.tokens_per_step * t.last_step) * recompute_factor(t.act_ckpt)
+    seconds = flops / (max(gpus, 1) * RES["gpu_peak_flops"] * RES["mfu"])
+    minutes = max(10, math.ceil(seconds * RES["runtime_margin"] / 60))
     return {
         "gpu": gpus,
         "nodes": t.num_nodes,
         "tasks_per_node": t.devices if gpus else 1,
-        "runtime": max(10, math.ceil(seconds * RES["runtime_margin"] / 60)),
+        "runtime": min(minutes, RES.get("max_runtime", 1440)),
         "mem_mb": RES["train_mem_mb"],
     }
+
+
+def _check_memory():
+    """A GPU run whose planned memory per GPU exceeds resources.gpu_mem_gb fails before any job starts."""
+    problem = memory_problems(REG, RES.get("gpu_mem_gb", 80))
+    if problem:
+        raise WorkflowError(
+            problem[0] + (f" (and {len(problem) - 1} more; see `sparsecod plan`)" if len(problem) > 1 else "")
+        )
+
+
+_check_memory()

@@ -115,6 +115,10 @@ class LMTrainModule(L.LightningModule):
         self.run, self.cfg = run, run.train
         self.automatic_optimization = False
         self.model = init_model(run.model, self.cfg.seed)  # init (spec §1.5: seed for init and data order)
+        if self.cfg.act_ckpt:
+            from .act_ckpt import apply_act_ckpt
+
+            apply_act_ckpt(self.model)
         self._forward = torch.compile(self.model.forward) if self.cfg.compile else self.model.forward
         self.log_rows: dict[str, list[dict]] = {"train_log": [], "variance_log": [], "kurtosis_log": [], "val_log": []}
         self.diverged: dict | None = None

@@ -11,6 +11,7 @@ Layout of `<run_dir>/`:
     variance_log.parquet          per step and block: out_var, attn_out_var, ffn_out_var, var_pre, var_post (M1/M2, D3)
     kurtosis_log.parquet          per step and block: kurtosis, kurt_p50/p90/p99/max (M10)
     val_log.parquet               held-out loss: step (updates done), val_loss, val_targets
+    logs/{csv,tensorboard,wandb}/ Lightning loggers named in train.loggers (per-step loss, lr, tokens/s, MFU)
     model/                        `sparsecod.model.save_model` directory (+ tokenizer.json of the shard)
     summary.json                  written last, atomically
 
@@ -27,6 +28,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +47,7 @@ from .logs import consolidate, read_log
 _RESUMABLE_KEYS = {
     "stop_after", "micro_batch", "devices", "num_nodes", "strategy", "accelerator", "ckpt_every",
     "var_every", "kurtosis_every", "val_every", "val_tokens", "compile", "max_loss",
+    "act_ckpt", "loggers",
 }
 LOG_COLUMNS = {
     "train_log": ["step", "loss", "ce", "aux", "lr", "grad_norm", "tokens", "train_seconds"],
@@ -131,8 +134,9 @@ def _cluster_plugins(requeue_signal, devices: int = 1, num_nodes: int = 1) -> li
 
     One Slurm task asking for several devices on one node (the Snakemake Slurm plugin runs every job as
     `srun -n1`): SLURMEnvironment would make that a world of one process and leave the other GPUs idle, so
-    Lightning's own launcher starts one process per device instead. Such a run has no requeue signal handler; a
-    preempted job resumes from the periodic checkpoints/last.ckpt (every `ckpt_every` steps).
+    Lightning's own launcher starts one process per device instead. Every multi-process run leaves the signal to
+    `requeue.SyncedRequeue` (all ranks checkpoint at the same step; Lightning's handler would race), so Lightning's
+    own requeue handler is only installed for a single process.
     """
     from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
 
@@ -140,7 +144,7 @@ def _cluster_plugins(requeue_signal, devices: int = 1, num_nodes: int = 1) -> li
         return []
     if num_nodes == 1 and devices > 1 and int(os.environ.get("SLURM_NTASKS", "1")) == 1:
         return [LightningEnvironment()]
-    return [SLURMEnvironment(requeue_signal=requeue_signal)]
+    return [SLURMEnvironment(auto_requeue=devices * num_nodes == 1, requeue_signal=requeue_signal)]
 
 
 def _check_resume(run: RunConfig, ckpt_dir: Path) -> Path | None:
@@ -212,10 +216,14 @@ def train_run(
     *,
     progress_bar: bool = False,
     callbacks: Sequence[Any] = (),
+    peak_flops: float | None = None,
 ) -> dict | None:
     """Train `run` (a RunConfig or a run.yaml path) into `out_dir`; returns the summary (None on ranks > 0).
 
-    `callbacks` are extra Lightning callbacks (tests use them to interrupt a run).
+    `progress_bar`: a progress bar on a terminal, plain progress lines otherwise (Snakemake/Slurm logs).
+    `callbacks` are extra Lightning callbacks (tests use them to interrupt a run). `peak_flops`: peak FLOP/s of
+    one device, for the MFU in the progress output and summary.json (default: run.meta["peak_flops"], which the
+    registry takes from resources.gpu_peak_flops; None: not computed).
     """
     if not isinstance(run, RunConfig):
         run = RunConfig.load(run)
@@ -231,15 +239,19 @@ def train_run(
     with warnings.catch_warnings():
         for pattern in _NOISE:
             warnings.filterwarnings("ignore", message=pattern)
-        return _train(run, out, ckpt_dir, shard_dir, progress_bar, callbacks)
+        return _train(run, out, ckpt_dir, shard_dir, progress_bar, callbacks, peak_flops)
 
 
-def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_bar: bool, callbacks) -> dict | None:
+def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_bar: bool, callbacks,
+           peak_flops: float | None = None) -> dict | None:
     import lightning as L
     from lightning.pytorch.callbacks import TQDMProgressBar
 
-    from .callbacks import AtomicCheckpoint, RunLogs, save_checkpoint_atomic
+    from ..model.flops import flops_per_token
+    from .callbacks import AtomicCheckpoint, ProgressLines, RunLogs, save_checkpoint_atomic
+    from .loggers import extra_loggers
     from .module import REQUEUE_SIGNAL, LMTrainModule, ShardData
+    from .requeue import requeue_callbacks
 
     cfg = run.train
     resume = _check_resume(run, ckpt_dir)
@@ -247,13 +259,19 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data = ShardData(shard_dir, cfg)
     module = LMTrainModule(run)
-    logs = RunLogs(out, cfg.tokens_per_step)
-    bar = [TQDMProgressBar(refresh_rate=max(1, min(50, cfg.last_step // 100)))] if progress_bar else []
+    peak_flops = peak_flops or run.meta.get("peak_flops")  # else resources.gpu_peak_flops of the workflow config
+    logs = RunLogs(out, cfg.tokens_per_step, flops_per_token(run.model, cfg.seq_len), peak_flops)
+    every = max(1, min(50, cfg.last_step // 100))
+    tty = progress_bar and sys.stderr.isatty()  # no terminal: plain lines, never progress-bar redraws in a log file
+    bar = [TQDMProgressBar(refresh_rate=every)] if tty else []
+    lines = [ProgressLines(logs, every, cfg.last_step)] if progress_bar and not tty else []
     trainer = L.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
-        precision=precision, max_steps=cfg.last_step, max_epochs=-1, logger=False,
-        callbacks=[logs, AtomicCheckpoint(ckpt_dir, cfg.ckpt_every), *bar, *callbacks],
-        enable_model_summary=False, enable_progress_bar=progress_bar, use_distributed_sampler=False,
+        precision=precision, max_steps=cfg.last_step, max_epochs=-1,
+        logger=[logs.parquet, *extra_loggers(cfg.loggers, out, run.run_id)],
+        callbacks=[logs, AtomicCheckpoint(ckpt_dir, cfg.ckpt_every), *bar, *lines, *callbacks,
+                   *requeue_callbacks(ckpt_dir, REQUEUE_SIGNAL, cfg.devices * cfg.num_nodes)],
+        enable_model_summary=False, enable_progress_bar=tty, use_distributed_sampler=False,
         num_sanity_val_steps=0, val_check_interval=cfg.val_every or None, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if cfg.val_every else 0, default_root_dir=str(ckpt_dir), log_every_n_steps=1,
         plugins=_cluster_plugins(REQUEUE_SIGNAL, cfg.devices, cfg.num_nodes),
@@ -330,6 +348,9 @@ def _write_outputs(run, out: Path, shard_dir: Path, model, module, logs, precisi
         "final_val_step": int(val["step"].iloc[-1]) if len(val) else None,
         "wall_time_s": logs.train_seconds,
         "tokens_per_s": tokens / logs.train_seconds if logs.train_seconds > 0 else None,
+        "flops_per_token": logs.flops_per_token,  # 6·N_active + 12·L·d·T (sparsecod.model.flops)
+        "peak_flops": logs.peak_flops,
+        "mfu": logs.mfu(tokens / logs.train_seconds, world) if logs.train_seconds > 0 else None,
         "diverged": diverged is not None,
         "diverged_step": diverged["step"] if diverged else None,
         "diverged_loss": diverged["loss"] if diverged else None,
