@@ -26,7 +26,7 @@ import yaml
 from .config import RunConfig, TrainConfig
 from .model.config import ConfigError, ModelConfig
 
-GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer")
+GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer", "lns")  # lns: beyond the paper
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 _RUN_ONLY_KEYS = {"model", "lr", "tokens", "labels"}
 
