@@ -26,7 +26,8 @@ import yaml
 from .config import RunConfig, TrainConfig
 from .model.config import ConfigError, ModelConfig
 
-GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer", "lns")  # lns: beyond the paper
+PAPER_GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer")  # E1-E7
+GROUPS = (*PAPER_GROUPS, "lns")  # lns: beyond the paper (E1 with LayerNorm Scaling, issue 19)
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 _RUN_ONLY_KEYS = {"model", "lr", "tokens", "labels"}
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..fileio import write_bytes_atomic, write_csv_atomic
 from ..collect import last_layer_curve, tail_mean
-from .data import Results, spearman
+from .data import Results, depth_arms, spearman
 from .reference import load_reference
 
 RHO_MIN = 0.5  # |Spearman ρ| needed for a sweep trend
@@ -242,4 +242,48 @@ def write_claims(res: Results, ref_dir: Path, out_md: Path, out_csv: Path) -> pd
     scales = res.summary["scale"].dropna().astype(str).unique() if "scale" in res.summary else []
     write_csv_atomic(out_csv, claims)
     write_bytes_atomic(out_md, claims_markdown(claims, ", ".join(scales) or "unknown").encode())
+    return claims
+
+
+# --- beyond the paper (issue 19): LayerNorm Scaling vs Pre-LN; ids X…, never claims of the paper ----------------
+LNS_DEPTHS = (12, 16, 24, 32)  # the depth sweep both arms train (E1 and group lns)
+LNS_SCORE_CLAIMS = (  # (claim id, score, (source, metric)): LNS − Pre-LN at the deepest model, L = 32
+    ("X2-causal-L32", "causal", ("causal", "causal_global")),
+    ("X2-permutation-L32", "permutation", ("permutation", "permutation_global")),
+    ("X2-usefulness-L32", "usefulness", ("usefulness", "usefulness")),
+)
+BEYOND_TITLE = "# Beyond the paper: LayerNorm Scaling vs Pre-LN (not claims of the paper)"
+NOT_IN_PAPER = "not a claim of the paper, which never trains LNS"
+
+
+def _lns_claims(res: Results) -> list[dict]:
+    """X1: Var(x_L) of Pre-LN / LNS > 1 at each depth (aligned as E1's); X2: LNS − Pre-LN scores > 0 at L = 32."""
+    runs = {(r.depth, r.arm): r.run_id for r in depth_arms(res).itertuples()}
+    pre = {L: runs.get((L, "Pre-LN"), f"depth-L{L}") for L in LNS_DEPTHS}
+    lns = {L: runs.get((L, "LNS"), f"lns-L{L}") for L in LNS_DEPTHS}
+    rows = []
+    for L in LNS_DEPTHS:
+        var, step = aligned_last_variance(res, [r for r in (pre[L], lns[L]) if r in runs.values()])
+        rows.append(pair_claim(f"X1-variance-L{L}", f"LNS lowers last-layer variance vs Pre-LN at L={L}", "lns",
+                               f"Var(Pre-LN) / Var(LNS), L={L}", "ratio", (pre[L], var.get(pre[L], math.nan)),
+                               (lns[L], var.get(lns[L], math.nan)), math.nan,
+                               (f"Var at step {step}; " if step else "") + NOT_IN_PAPER))
+    L = max(LNS_DEPTHS)
+    for claim_id, score, key in LNS_SCORE_CLAIMS:
+        rows.append(pair_claim(claim_id, f"LNS raises the {score} score vs Pre-LN at L={L}", "lns",
+                               f"{score}(LNS) − {score}(Pre-LN), L={L}", "difference",
+                               (lns[L], res.value(lns[L], *key)), (pre[L], res.value(pre[L], *key)), math.nan,
+                               NOT_IN_PAPER))
+    return rows
+
+
+def write_beyond_claims(res: Results, out_md: Path, out_csv: Path) -> pd.DataFrame:
+    """The LNS claims (X1, X2) with the paper claims' verdict rule, written atomically as Markdown and CSV."""
+    claims = pd.DataFrame(_lns_claims(res), columns=COLUMNS)
+    scales = res.summary["scale"].dropna().astype(str).unique() if "scale" in res.summary else []
+    text = claims_markdown(claims, ", ".join(scales) or "unknown").splitlines()
+    text[0] = BEYOND_TITLE  # the verdict rule and table below are the paper claims'
+    text[2] += " Here `paper` stays empty: the paper never trains LNS."
+    write_csv_atomic(out_csv, claims)
+    write_bytes_atomic(out_md, ("\n".join(text) + "\n").encode())
     return claims

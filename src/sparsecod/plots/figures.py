@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import Results
-from .inventory import ATTENTION_DETAIL, FIGURES, SCORE_PANELS
+from ..collect import last_layer_curve
+from .data import DEPTH_ARMS, Results, depth_arms
+from .inventory import ATTENTION_DETAIL, BEYOND, FIGURES, SCORE_PANELS
 from .panels import (heatmap, layer_curves, paper_anchors, score_bars, score_visualization,
                      sweep_lines, variance_curves)
 from .reference import load_reference
@@ -340,12 +341,56 @@ RENDERERS: dict[str, Callable[[Results, Path], Figures]] = {
 }
 
 
+# --- beyond the paper (inventory.BEYOND) -------------------------------------------------------------------
+def fig_x1_lns_variance(res: Results, ref_dir: Path) -> Figures:
+    """Pre-LN (E1) vs LayerNorm Scaling (lns): Var(x_L) vs step per run, and its final value by depth (M1)."""
+    arms = depth_arms(res)
+    fig, (ax, ax_depth) = panels(2, size=(4.4, 3.2))
+    depths = sorted(arms["depth"].unique())
+    dash = {"Pre-LN": "-", "LNS": "--"}
+    drawn = 0
+    for row in arms.itertuples():
+        log_df = res.variance(row.run_id)
+        if log_df is None or log_df.empty:
+            continue
+        curve = last_layer_curve(log_df)
+        color = series_style(depths.index(row.depth), len(depths))["color"]
+        ax.plot(curve["step"], curve["value"], color=color, linestyle=dash[row.arm], lw=1.2, label=row.label)
+        drawn += 1
+    if drawn:
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("Variance @ last layer")
+        legend(ax, ncols=2)
+    else:
+        no_data(ax, "variance logs of groups depth and lns")
+    finals = [res.value(r, "variance", "last_layer.final_mean") for r in arms["run_id"]]
+    if np.isfinite(finals).any():
+        for i, (arm, _) in enumerate(DEPTH_ARMS):
+            sel = (arms["arm"] == arm).to_numpy()
+            ax_depth.plot(arms["depth"][sel], np.asarray(finals)[sel], linestyle=dash[arm], lw=1.3, label=arm,
+                          color=series_style(i, 2)["color"], marker=series_style(i, 2)["marker"])
+        ax_depth.set_yscale("log")
+        ax_depth.set_xticks(depths)
+        ax_depth.set_xlabel("depth L")
+        ax_depth.set_ylabel("final Var(x_L) (mean of last 10%)")
+        legend(ax_depth)
+    else:
+        no_data(ax_depth, "variance logs of groups depth and lns")
+    return [(BEYOND["figX1"].stems[0], fig)]
+
+
+BEYOND_RENDERERS: dict[str, Callable[[Results, Path], Figures]] = {"figX1": fig_x1_lns_variance}
+
+
 def render(name: str, res: Results, ref_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Draw figure `name` (fig1 … fig29) and write each panel as `<out_dir>/<stem>.pdf` and `.png`."""
-    if name not in RENDERERS:
-        raise ValueError(f"unknown figure {name!r}; known: {', '.join(RENDERERS)}")
-    figures = RENDERERS[name](res, Path(ref_dir))
+    """Draw figure `name` (fig1 … fig29, or figX1 beyond the paper) and write each panel as `<stem>.pdf` and `.png`."""
+    renderer = RENDERERS.get(name) or BEYOND_RENDERERS.get(name)
+    if renderer is None:
+        raise ValueError(f"unknown figure {name!r}; known: {', '.join([*RENDERERS, *BEYOND_RENDERERS])}")
+    figures = renderer(res, Path(ref_dir))
     stems = [stem for stem, _ in figures]
-    if tuple(stems) != _stems(name):
-        raise RuntimeError(f"{name} drew {stems}, the inventory lists {list(_stems(name))}")
+    expected = FIGURES[name].stems if name in FIGURES else BEYOND[name].stems
+    if tuple(stems) != expected:
+        raise RuntimeError(f"{name} drew {stems}, the inventory lists {list(expected)}")
     return [p for stem, fig in figures for p in save(fig, out_dir, stem)]

@@ -21,8 +21,8 @@ import pandas as pd
 
 from ..fileio import write_bytes_atomic, write_csv_atomic
 from ..model.config import ModelConfig
-from .data import MODEL_NAMES, Results
-from .inventory import TABLES
+from .data import MODEL_NAMES, Results, depth_arms
+from .inventory import BEYOND, TABLES
 from .reference import load_reference
 
 Getter = Callable[[dict], float]  # of the run config (run.yaml as a dict)
@@ -286,6 +286,29 @@ def render_table(name: str, res: Results, ref_dir: Path, out_dir: Path) -> list[
     item = TABLES[name]
     stem, formats = item.stems[0], _formats(name)
     caption = f"Table {name.removeprefix('table')}. {item.caption}"
+    out_dir = Path(out_dir)
+    return [write_csv_atomic(out_dir / f"{stem}.csv", df),
+            write_bytes_atomic(out_dir / f"{stem}.md", to_markdown(df, formats, caption).encode()),
+            write_bytes_atomic(out_dir / f"{stem}.tex", to_latex(df, formats, caption, stem).encode())]
+
+
+# --- beyond the paper (inventory.BEYOND) -------------------------------------------------------------------
+def lns_table(res: Results) -> pd.DataFrame:
+    """Table X1: Table 1's columns (ours only; the paper never trained LNS) for both arms, by depth then arm."""
+    columns = SCORE_TABLES["table1"].columns
+    rows = []
+    for run in depth_arms(res).to_dict("records"):
+        cfg = res.config(run["run_id"])
+        rows.append({**run, **{col.name: _ours(res, run["run_id"], cfg, col) for col in columns}})
+    return pd.DataFrame(rows, columns=["run_id", "label", "arm", "depth", *[c.name for c in columns]])
+
+
+def render_lns_table(res: Results, out_dir: Path) -> list[Path]:
+    """Write Table X1 as `<out_dir>/<stem>.{csv,md,tex}` atomically; returns the three paths."""
+    df = lns_table(res)
+    item = BEYOND["tableX1"]
+    stem, caption = item.stems[0], f"Table X1. {item.caption}"
+    formats = {"depth": ".0f", **{c.name: c.fmt for c in SCORE_TABLES["table1"].columns}}
     out_dir = Path(out_dir)
     return [write_csv_atomic(out_dir / f"{stem}.csv", df),
             write_bytes_atomic(out_dir / f"{stem}.md", to_markdown(df, formats, caption).encode()),
