@@ -3,7 +3,8 @@
 The architectures match exactly (spec §1.2): Pre-LN, RMSNorm with gain and no bias (fp32 normalisation),
 rotate-half RoPE over the full head dim with base θ, GQA where query head h uses KV head ⌊h/G⌋, SwiGLU,
 untied LM head, no biases. Our fused QKV weight ((H + 2·H_kv)·d_h, d) is split into q/k/v rows; no RoPE
-permutation is needed because both use the rotate-half layout. The vocabulary is the padded one
+permutation is needed because both use the rotate-half layout. The weight mapping lives in model/hf_llama.py
+(also used to import Llama checkpoints); LayerNorm Scaling is folded into the norm gains. The vocabulary is the padded one
 (embedding rows), so logits agree position for position.
 
 Output directory (written atomically, without importing transformers):
@@ -24,12 +25,12 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
 from ..fileio import replace_dir_atomic
 from ..model.config import ModelConfig
+from ..model.hf_llama import to_llama
 from ..model.io import read_model_config
 from .checkpoint import resolve_model_dir, training_seq_len
 
@@ -74,29 +75,8 @@ def llama_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_position
     }
 
 
-def llama_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our state dict -> Llama parameter names (q/k/v split out of the fused qkv), fp32, contiguous."""
-    q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    out = {
-        "model.embed_tokens.weight": state["wte.weight"],
-        "model.norm.weight": state["final_norm.weight"],
-        "lm_head.weight": state["lm_head.weight"],
-    }
-    for i in range(cfg.n_layers):
-        src, dst = f"blocks.{i}.", f"model.layers.{i}."
-        q, k, v = state[src + "attn.qkv.weight"].split([q_rows, kv_rows, kv_rows], dim=0)
-        out.update({
-            dst + "input_layernorm.weight": state[src + "attn_norm.weight"],
-            dst + "self_attn.q_proj.weight": q,
-            dst + "self_attn.k_proj.weight": k,
-            dst + "self_attn.v_proj.weight": v,
-            dst + "self_attn.o_proj.weight": state[src + "attn.out.weight"],
-            dst + "post_attention_layernorm.weight": state[src + "ffn_norm.weight"],
-            dst + "mlp.gate_proj.weight": state[src + "ffn.gate.weight"],
-            dst + "mlp.up_proj.weight": state[src + "ffn.up.weight"],
-            dst + "mlp.down_proj.weight": state[src + "ffn.down.weight"],
-        })
-    return {k: v.to(torch.float32).contiguous() for k, v in out.items()}
+# Our state dict -> Llama names: the one mapping (model/hf_llama.py), shared with `sparsecod analyze`'s import.
+llama_state_dict = to_llama
 
 
 def tokenizer_files(tokenizer_file: Path, max_positions: int) -> tuple[dict, dict, int, int | None]:
