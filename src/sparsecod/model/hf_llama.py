@@ -79,7 +79,8 @@ def from_llama(state: dict[str, torch.Tensor], cfg: ModelConfig, tied: bool) -> 
     if tied:
         if "lm_head.weight" in state:
             raise LlamaImportError("tie_word_embeddings is true but the checkpoint also stores lm_head.weight")
-        state = {**state, "lm_head.weight": state.get("model.embed_tokens.weight")}
+        embed = state.get("model.embed_tokens.weight")
+        state = {**state, "lm_head.weight": None if embed is None else embed.clone()}  # our head is untied
     names = dict(GLOBAL_NAMES)
     for i in range(cfg.n_layers):
         names.update(_layer_names(i))
