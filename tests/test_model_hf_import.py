@@ -131,8 +131,11 @@ def test_cli_analyses_a_checkpoint_end_to_end(tmp_path, corpus) -> None:
     config.write_text(yaml.safe_dump({"data": _data_section(corpus[0]), "analysis": SETTINGS}))
     out = tmp_path / "out"
     assert main(["analyze", str(tmp_path / "ckpt"), "--out", str(out), "--metric", ",".join(EXTERNAL_ANALYSES),
-                 "--config", str(config), "--device", "cpu", "--no-progress", "--suite-out",
+                 "--config", str(config), "--device", "cpu", "--no-progress", "--figures", "--suite-out",
                  str(out / "analysis" / "suite.json")]) == 0
+    suite = json.loads((out / "analysis" / "suite.json").read_text())
+    assert sorted(suite["metrics"]) == sorted(EXTERNAL_ANALYSES) and suite["files"]["figures"] == ["layers.pdf", "layers.png"]
+    assert (out / "figures" / "layers.png").read_bytes().startswith(b"\x89PNG")
     meta = json.loads((out / "heldout" / "meta.json").read_text())
     assert meta["tokenizer"] == str(tmp_path / "ckpt" / "tokenizer.json") and meta["splits"]["heldout"]["tokens"] > 0
     for metric in EXTERNAL_ANALYSES:

@@ -100,6 +100,8 @@ def _analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", help="run directory holding model/ (and run.yaml), e.g. results/runs/<run_id>, or a "
                                    "transformers LlamaForCausalLM checkpoint directory (needs --out)")
     p.add_argument("--out", help="results directory for a checkpoint directory (model/, heldout/, analysis/)")
+    p.add_argument("--figures", action="store_true", help="checkpoint directory only: also draw <out>/figures/"
+                                                          "layers.{pdf,png} (variance, Jacobian, M4-M6 per layer)")
     p.add_argument("--metric", required=True, help="metric name, comma list, or `all` (the config's analyses for "
                                                   "this run's group, or every metric without a workflow config)")
     p.add_argument("--heldout", help="token shard directory with heldout.bin (default: `data` of run.yaml)")
@@ -128,13 +130,19 @@ def _analyze(sub: argparse._SubParsersAction) -> None:
                                        progress=not args.no_progress)
             if mapping.get("ppl_seq_len") is None and context_length(run_dir):
                 mapping["ppl_seq_len"] = context_length(run_dir)
-        elif args.out:
-            raise ConfigError(f"--out is only for a transformers checkpoint; {args.run_dir} writes its own analysis/")
+        elif args.out or args.figures:
+            raise ConfigError(f"--out and --figures are only for a transformers checkpoint; {args.run_dir} writes its "
+                              "own analysis/ and gets its figures from the workflow")
         settings = AnalysisSettings.from_mapping(mapping)
         files = analyze(run_dir, args.metric, heldout, settings, workflow, bf16=args.bf16,
                         device=args.device, progress=not args.no_progress)
+        metrics = list(files)
+        if args.figures:
+            from .plots.figures import external_figure
+
+            files["figures"] = external_figure(run_dir)
         if args.suite_out:
-            write_json_atomic(args.suite_out, {"run_dir": str(run_dir), "metrics": list(files),
+            write_json_atomic(args.suite_out, {"run_dir": str(run_dir), "metrics": metrics,
                                     "files": {m: [p.name for p in paths] for m, paths in files.items()}})
         return 0
 

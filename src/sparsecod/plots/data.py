@@ -168,3 +168,14 @@ def depth_arms(res: Results) -> pd.DataFrame:
                              "label": f"L={int(depth)} {arm}"})
     table = pd.DataFrame(rows, columns=["depth", "rank", "arm", "run_id", "label"])
     return table.sort_values(["depth", "rank"]).drop(columns="rank").reset_index(drop=True)
+
+
+class DirectoryResults(Results):
+    """Analysed directories that are not workflow runs (external checkpoints, issue 19): run id = a directory
+    under `root` holding analysis/ (sparsecod.external layout). No summary: per-run files only."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        super().__init__(root, pd.DataFrame(columns=["run_id", "trained_as", "group", "source", "metric", "value"]))
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.dir / run_id

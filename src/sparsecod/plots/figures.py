@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..collect import last_layer_curve
-from .data import DEPTH_ARMS, Results, depth_arms
+from .data import DEPTH_ARMS, DirectoryResults, Results, depth_arms
 from .inventory import ATTENTION_DETAIL, BEYOND, FIGURES, SCORE_PANELS
 from .panels import (heatmap, layer_curves, paper_anchors, score_bars, score_visualization,
                      sweep_lines, variance_curves)
@@ -381,6 +381,36 @@ def fig_x1_lns_variance(res: Results, ref_dir: Path) -> Figures:
 
 
 BEYOND_RENDERERS: dict[str, Callable[[Results, Path], Figures]] = {"figX1": fig_x1_lns_variance}
+EXTERNAL_STEM = "layers"  # <OUT>/figures/layers.{pdf,png} of an external checkpoint (sparsecod.external layout)
+
+
+def external_figure(out: str | os.PathLike) -> list[Path]:
+    """One external checkpoint's layer figure from `<out>/analysis/`: per-layer held-out variance of block, attention
+    and MLP outputs (M1/M2 via kurtosis), Jacobian deviation (M3), causal and permutation matrices (M4, M5) and the
+    usefulness loss ratios (M6). Written to `<out>/figures/layers.{pdf,png}`; missing families leave marked panels."""
+    out = Path(out)
+    res, run = DirectoryResults(out.parent), out.name
+    fig, axes = panels(5, ncols=5, size=(3.6, 3.2))
+    variance = res.analysis(run, "kurtosis")
+    if variance is not None and not variance.empty:
+        for i, (column, label) in enumerate((("out_var", "block output x_l+1"), ("attn_out_var", "attention a_l"),
+                                             ("ffn_out_var", "MLP m_l"))):
+            ax = axes[0]
+            ax.plot(variance["layer"], variance[column], label=label, lw=1.2, **series_style(i, 3))
+        axes[0].set_yscale("log")
+        axes[0].set(xlabel="layer", ylabel="held-out variance", title="per-layer variance")
+        legend(axes[0])
+    else:
+        no_data(axes[0], "kurtosis analysis (per-layer variance)")
+    jac = res.analysis(run, "jacobian")
+    if jac is not None and not jac.empty:
+        axes[1].plot(jac["layer"], jac["deviation"], lw=1.2, **series_style(0, 1))
+        axes[1].set(xlabel="layer", ylabel="‖J̄ − I‖_F / d", title="Jacobian deviation")
+    else:
+        no_data(axes[1], "jacobian analysis")
+    score_visualization(res, run, axes[2:])
+    fig.suptitle(run, fontsize=10)
+    return save(fig, out / "figures", EXTERNAL_STEM)
 
 
 def render(name: str, res: Results, ref_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
