@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,22 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike | None, heldout: str 
     if heldout is None:
         heldout = build_heldout(src, out / "heldout", data, progress=progress)
     return out, Path(heldout)
+
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def external_models(config: dict[str, Any]) -> dict[str, Path]:
+    """The workflow config's `external: {name: checkpoint directory}` (absent or null = none), validated."""
+    section = config.get("external") or {}
+    if not isinstance(section, dict):
+        raise ConfigError("external must map names to transformers checkpoint directories, e.g. "
+                          "external: {tinyllama: /models/TinyLlama-1.1B}")
+    models = {}
+    for name, path in section.items():
+        if not NAME.match(str(name)):
+            raise ConfigError(f"external.{name}: use letters, digits, '_', '.', '-' in the name (it is a folder)")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"external.{name} must be the path of a checkpoint directory, got {path!r}")
+        models[str(name)] = Path(path)
+    return models
