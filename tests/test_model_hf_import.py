@@ -177,3 +177,24 @@ def test_export_then_analyse_equals_native_analysis(tmp_path, corpus) -> None:
             pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ext" / "analysis" / f"{metric}.parquet"),
                                           pd.read_parquet(table), rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "ext" / "analysis" / "causal.json").read_text())["heldout"] == str(tmp_path / "ext" / "heldout")
+
+
+def test_lns_model_exports_as_a_plain_llama_and_imports_back(tmp_path, corpus) -> None:
+    """LayerNorm Scaling folds into the norm gains on export (one mapping, model/hf_llama.py) and survives a round trip."""
+    from sparsecod.model.hf_llama import to_llama
+    from sparsecod.evaluation.export_hf import llama_config
+
+    cfg = ModelConfig(n_layers=4, d_model=32, n_heads=4, n_kv_heads=2, d_ff=48, vocab_size=300, pad_vocab_to=64,
+                      norm_scaling="lns", init_std=0.2)
+    torch.manual_seed(5)
+    ours = Transformer(cfg).eval()
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**llama_config(cfg, 0, None, 64))).eval()
+    hf.load_state_dict(to_llama(ours.state_dict(), cfg), strict=True)
+    idx = torch.randint(0, 300, (2, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=idx).logits, ours(idx).logits, rtol=0, atol=1e-4)
+        hf.save_pretrained(tmp_path / "ckpt")
+        (tmp_path / "ckpt" / "tokenizer.json").write_bytes(corpus[1].read_bytes())
+        back = load_model(import_llama(tmp_path / "ckpt", tmp_path / "model"))
+        assert back.cfg.norm_scaling == "none"  # the factors now live in the gains
+        torch.testing.assert_close(back(idx).logits[..., :300], ours(idx).logits[..., :300], rtol=0, atol=1e-4)
