@@ -2,8 +2,8 @@
 
 A workflow config (config/{config,mini,smoke}.yaml) names model shapes (`models`), training defaults
 (`defaults`), learning rates (`lr`: a number or the winner of a sweep in `sweeps`) and the groups
-(`groups`: depth, weight_decay, seqlen, gqa, moe, ablation, sublayer), each with group-level training
-settings and its runs. This module turns that into:
+(`groups`: depth, weight_decay, seqlen, gqa, moe, ablation, sublayer; lns beyond the paper), each with
+group-level training settings and its runs. This module turns that into:
 
 * `RunSpec`s with stable ids (`depth-L16`, `wd-0.1`, `seq-2048`, `gqa-G4`, `moe-2BA400M`, `abl-A4`, `sub-L32`);
 * LR sweep points `<base>@lr<value>` (e.g. `depth-L16@lr1e-3`) trained on `budget_fraction` of the base budget;
