@@ -199,12 +199,13 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 
 
 def _render(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("render", help="figures (fig1..fig29), tables (table1..table8) and the claims verdict (spec §4, §5); "
-                                     "beyond the paper: figX1, tableX1, claimsX (group lns)",
+    p = sub.add_parser("render", help="figures (fig1..fig29), tables (table1..table8) and the claims verdict (spec §4, "
+                                     "§5); beyond the paper: figX1, tableX1, claimsX (group lns)",
                        description="Reads the tidy summaries and the per-run files of --results; writes "
                                    "<results>/figures/<stem>.{pdf,png}, <results>/tables/<stem>.{csv,md,tex} and "
                                    "<results>/claims.{md,csv}.")
-    p.add_argument("names", nargs="+", help="fig1 … fig29, table1 … table8, claims; figX1, tableX1, claimsX (beyond the paper)")
+    p.add_argument("names", nargs="+",
+                   help="fig1 … fig29, table1 … table8, claims; figX1, tableX1, claimsX (beyond the paper)")
     p.add_argument("--results", required=True, help="results directory (holds runs/)")
     p.add_argument("--summary", nargs="+", required=True, help="summary parquet file(s) of the groups needed")
     p.add_argument("--reference", required=True, help="directory of the paper's numbers (config/reference)")

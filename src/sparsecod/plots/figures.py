@@ -414,7 +414,7 @@ def external_figure(out: str | os.PathLike) -> list[Path]:
 
 
 def render(name: str, res: Results, ref_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Draw figure `name` (fig1 … fig29, or figX1 beyond the paper) and write each panel as `<stem>.pdf` and `.png`."""
+    """Draw figure `name` (fig1 … fig29; figX1 beyond the paper), each panel as `<out_dir>/<stem>.pdf` and `.png`."""
     renderer = RENDERERS.get(name) or BEYOND_RENDERERS.get(name)
     if renderer is None:
         raise ValueError(f"unknown figure {name!r}; known: {', '.join([*RENDERERS, *BEYOND_RENDERERS])}")
