@@ -3,6 +3,8 @@
 #   snakemake --profile local all           smoke scale on this machine, offline (config/smoke.yaml)
 #   snakemake -n all                        plan only; `depth`, `gqa`, ... build one experiment group
 #   snakemake fig5 / table3 / claims        one figure, table or the claims verdict and only what it needs
+#   snakemake lns figX1 tableX1 claimsX     beyond the paper: E1 with LayerNorm Scaling (group lns)
+#   snakemake external                      every checkpoint of config `external:` analysed (layer metrics, figure)
 #   snakemake --report results/report.html  every figure and table with its caption
 # Rules are thin: they call the `sparsecod` CLI (src/sparsecod). Layout: workflow/rules/*.smk.
 
@@ -24,6 +26,7 @@ include: "workflow/rules/analyze.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/external.smk"
 
 
 rule all:

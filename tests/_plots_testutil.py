@@ -5,8 +5,9 @@ run.yaml, summary.json, variance_log / kurtosis_log, analysis/<family>.{json,par
 metric writer) and eval/downstream.csv, then the real `collect` builds summary/<group>.parquet and summary.parquet.
 trend=+1 makes every claim of the paper hold (variance grows with depth and falls with λ, T, G and for MoE;
 usefulness falls with depth and is higher for MoE; attention sparsity rises with T; the kept ablation steps raise
-accuracy); trend=-1 reverses each of them. Every run also gets an untrained control (analysis/init/, variance at
-step 0) without any of these effects, and every score its window-bootstrap interval (`ci`), as the pipeline writes.
+accuracy; LNS, group lns, halves the variance of the Pre-LN run of equal depth); trend=-1 reverses each of them.
+Every run also gets an untrained control (analysis/init/, variance at step 0) without any of these effects, and
+every score its window-bootstrap interval (`ci`), as the pipeline writes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def strength(reg: Registry, run_id: str) -> float:
     lab = spec.labels
     if spec.group == "depth" or spec.group == "sublayer":
         return lab["depth"] / 16
+    if spec.group == "lns":  # LayerNorm Scaling halves the variance of the Pre-LN run of equal depth
+        return lab["depth"] / 32
     if spec.group == "weight_decay":
         return 1 / (1 + lab["weight_decay"])
     if spec.group == "seqlen":
@@ -114,7 +117,7 @@ def _write_run(reg: Registry, run_id: str, trend: int, rng: np.random.Generator)
         krows = [{"step": t, "layer": l, "kurtosis": 3 + l * s, "kurt_p50": 3.0, "kurt_p90": 4.0, "kurt_p99": 6 + l,
                   "kurt_max": 20.0} for t in step[::2] for l in range(L)]
         pd.DataFrame(krows).to_parquet(out / "kurtosis_log.parquet")
-    useful = min(1.0, 0.6 * s ** -0.5) if spec.group in ("depth", "moe", "gqa") else 0.8  # no ties in a sweep
+    useful = min(1.0, 0.6 * s ** -0.5) if spec.group in ("depth", "moe", "gqa", "lns") else 0.8  # no ties in a sweep
     analyses = set(reg.analyses(run_id))  # the union over the run and its aliases
     meta = {"run_id": run_id, "n_layers": L, "d_model": d}
     adir = out / "analysis"

@@ -18,6 +18,7 @@ LAYERS = ("base", "config", "data", "model", "train", "metrics", "evaluation", "
 MODULE_LAYERS = {  # modules whose layer is not their package's
     "sparsecod.__version__": "base", "sparsecod.fileio": "base",
     "sparsecod.stats": "base",  # the statistics of the verdicts (intervals, tests): metrics and plots read it
+    "sparsecod.external": "metrics",  # a transformers checkpoint -> our model + held-out shard, for the analysis
     "sparsecod": "entry",  # the package facade: sparsecod.load_model etc., imported lazily from model/
     "sparsecod.config": "config", "sparsecod.experiments": "config", "sparsecod.model.config": "config",
     "sparsecod.data.config": "config",

@@ -38,12 +38,13 @@ def paper_plan(tmp_path_factory) -> dict[str, int]:
 
 def test_paper_plan_lists_every_paper_run(paper_plan: dict[str, int]) -> None:
     # 31 trained paper runs (33 ids minus the aliases gqa-G1, dense-1B) + 20 LR-sweep points (spec Q1)
-    assert paper_plan["train"] == 51
-    assert paper_plan["run_config"] == 51
-    assert paper_plan["select_lr"] == 6
-    assert paper_plan["evaluate"] == 13  # E1 (4) + E6 (9)
+    # + beyond the paper, group lns: 4 runs + 8 points of its own sweeps
+    assert paper_plan["train"] == 51 + 12
+    assert paper_plan["run_config"] == 51 + 12
+    assert paper_plan["select_lr"] == 6 + 2
+    assert paper_plan["evaluate"] == 13 + 4  # E1 (4) + E6 (9) + lns (4)
     # one job per metric family at paper scale: E1 4×5, E2 5×5, E3 6×5, E4 2×4, E5 3×4, E6 9×2 (seq-4096 serves E3-E5)
-    assert paper_plan["analyze"] == 20 + 25 + 30 + 8 + 12 + 18
+    assert paper_plan["analyze"] == 20 + 25 + 30 + 8 + 12 + 18 + 20  # + lns 4×5
     assert paper_plan["tokenize"] == 1 and paper_plan["collect"] == 1
 
 
@@ -53,9 +54,11 @@ def test_small_scales_plan_the_same_runs(config: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
     trained = 31 + {"config/smoke.yaml": 12, "config/mini.yaml": 18}[config]  # sweeps: 2 / 3 grid points each
+    trained += 4 + {"config/smoke.yaml": 0, "config/mini.yaml": 6}[config]  # lns: smoke borrows E1's LR winners
     assert counts["train"] == trained + SEED_JOBS[config]
-    assert counts["analyze_run"] == 29 + SEED_JOBS[config]  # one analysis job per trained run (and seed) with analyses
-    assert counts["evaluate"] == 13
+    # one analysis job per trained run (and seed) with analyses, + the 4 lns runs
+    assert counts["analyze_run"] == 29 + 4 + SEED_JOBS[config]
+    assert counts["evaluate"] == 13 + 4
 
 
 def test_seeds_aliases_and_sweeps_in_a_dry_run(tmp_path: Path) -> None:

@@ -116,8 +116,15 @@ def _tokenize(sub: argparse._SubParsersAction) -> None:
 def _analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="layer metrics M3-M11 of a trained run -> <run_dir>/analysis/<metric>.*",
                        description="Metrics: jacobian, causal, permutation, usefulness, weight_sparsity, attention, "
-                                   "kurtosis, perplexity (spec §2). Several (comma list) or `all` share one process.")
-    p.add_argument("run_dir", help="run directory holding model/ (and run.yaml), e.g. results/runs/<run_id>")
+                                   "kurtosis, perplexity (spec §2). Several (comma list) or `all` share one process. "
+                                   "A transformers LlamaForCausalLM directory is imported into <out>/model, its "
+                                   "held-out text tokenized with its tokenizer.json into <out>/heldout (from the "
+                                   "--config `data:` section unless --heldout is given), results in <out>/analysis.")
+    p.add_argument("run_dir", help="run directory holding model/ (and run.yaml), e.g. results/runs/<run_id>, or a "
+                                   "transformers LlamaForCausalLM checkpoint directory (needs --out)")
+    p.add_argument("--out", help="results directory for a checkpoint directory (model/, heldout/, analysis/)")
+    p.add_argument("--figures", action="store_true", help="checkpoint directory only: also draw <out>/figures/"
+                                                          "layers.{pdf,png} (variance, Jacobian, M4-M6 per layer)")
     p.add_argument("--metric", required=True, help="metric name, comma list, or `all` (the config's analyses for "
                                                   "this run's group, or every metric without a workflow config)")
     p.add_argument("--heldout", help="token shard directory with heldout.bin (default: `data` of run.yaml)")
@@ -132,15 +139,34 @@ def _analyze(sub: argparse._SubParsersAction) -> None:
         from .fileio import write_json_atomic
         from .metrics.runner import analyze
         from .metrics.settings import AnalysisSettings, read_settings_file
+        from .model.config import ConfigError
+        from .model.hf_llama import is_llama_dir
 
         mapping, workflow = read_settings_file(args.config) if args.config else ({}, None)
         if args.settings_json:
             mapping.update(_json_mapping(args.settings_json, "--settings-json"))
+        run_dir, heldout = args.run_dir, args.heldout
+        if is_llama_dir(args.run_dir):  # an external checkpoint (issue 19): import, tokenize its held-out text
+            from .external import context_length, prepare
+
+            run_dir, heldout = prepare(args.run_dir, args.out, heldout, (workflow or {}).get("data"),
+                                       progress=not args.no_progress)
+            if mapping.get("ppl_seq_len") is None and context_length(run_dir):
+                mapping["ppl_seq_len"] = context_length(run_dir)
+            mapping["init_control"] = False  # its step-0 weights (and seed) are unknown: no untrained control
+        elif args.out or args.figures:
+            raise ConfigError(f"--out and --figures are only for a transformers checkpoint; {args.run_dir} writes its "
+                              "own analysis/ and gets its figures from the workflow")
         settings = AnalysisSettings.from_mapping(mapping)
-        files = analyze(args.run_dir, args.metric, args.heldout, settings, workflow, bf16=args.bf16,
+        files = analyze(run_dir, args.metric, heldout, settings, workflow, bf16=args.bf16,
                         device=args.device, progress=not args.no_progress)
+        metrics = list(files)
+        if args.figures:
+            from .plots.figures import external_figure
+
+            files["figures"] = external_figure(run_dir)
         if args.suite_out:
-            write_json_atomic(args.suite_out, {"run_dir": str(args.run_dir), "metrics": list(files),
+            write_json_atomic(args.suite_out, {"run_dir": str(run_dir), "metrics": metrics,
                                     "files": {m: [p.name for p in paths] for m, paths in files.items()}})
         return 0
 
@@ -204,11 +230,13 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 
 
 def _render(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("render", help="figures (fig1..fig29), tables (table1..table8) and the claims verdict (spec §4, §5)",
+    p = sub.add_parser("render", help="figures (fig1..fig29), tables (table1..table8) and the claims verdict (spec §4, "
+                                     "§5); beyond the paper: figX1, tableX1, claimsX (group lns)",
                        description="Reads the tidy summaries and the per-run files of --results; writes "
                                    "<results>/figures/<stem>.{pdf,png}, <results>/tables/<stem>.{csv,md,tex} and "
                                    "<results>/claims.{md,csv}.")
-    p.add_argument("names", nargs="+", help="fig1 … fig29, table1 … table8, claims")
+    p.add_argument("names", nargs="+",
+                   help="fig1 … fig29, table1 … table8, claims; figX1, tableX1, claimsX (beyond the paper)")
     p.add_argument("--results", required=True, help="results directory (holds runs/)")
     p.add_argument("--summary", nargs="+", required=True, help="summary parquet file(s) of the groups needed")
     p.add_argument("--reference", required=True, help="directory of the paper's numbers (config/reference)")

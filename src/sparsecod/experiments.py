@@ -2,8 +2,8 @@
 
 A workflow config (config/{config,mini,smoke}.yaml) names model shapes (`models`), training defaults
 (`defaults`), learning rates (`lr`: a number or the winner of a sweep in `sweeps`) and the groups
-(`groups`: depth, weight_decay, seqlen, gqa, moe, ablation, sublayer), each with group-level training
-settings and its runs. This module turns that into:
+(`groups`: depth, weight_decay, seqlen, gqa, moe, ablation, sublayer; lns beyond the paper), each with
+group-level training settings and its runs. This module turns that into:
 
 * `RunSpec`s with stable ids (`depth-L16`, `wd-0.1`, `seq-2048`, `gqa-G4`, `moe-2BA400M`, `abl-A4`, `sub-L32`);
 * LR sweep points `<base>@lr<value>` (e.g. `depth-L16@lr1e-3`) trained on `budget_fraction` of the base budget;
@@ -29,7 +29,8 @@ import yaml
 from .config import RunConfig, TrainConfig
 from .model.config import ConfigError, ModelConfig
 
-GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer")
+PAPER_GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer")  # E1-E7
+GROUPS = (*PAPER_GROUPS, "lns")  # lns: beyond the paper (E1 with LayerNorm Scaling, issue 19)
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 _RUN_ONLY_KEYS = {"model", "lr", "tokens", "labels", "seeds"}
 SEED_SEP = "~s"  # replicate k of run R is R~s<k> (k >= 1); seed 0 is R itself

@@ -156,3 +156,22 @@ def _check_memory():
 
 
 _check_memory()
+
+
+# --- external checkpoints (external.smk) ---------------------------------------------------------------------
+import re
+
+from sparsecod.external import EXTERNAL_ANALYSES, external_models, heldout_config  # noqa: E402
+
+EXTERNAL = external_models(config)
+EXT = f"{RESULTS}/external"
+for _name, _path in EXTERNAL.items():
+    if not (_path / "config.json").is_file() or not (_path / "tokenizer.json").is_file():
+        raise WorkflowError(
+            f"external.{_name}={str(_path)!r}: not a transformers checkpoint directory with "
+            "config.json and tokenizer.json (save it with save_pretrained, tokenizer included)"
+        )
+
+
+def external_outputs():
+    return [f"{EXT}/{name}/{f}" for name in EXTERNAL for f in ("analysis/suite.json", "figures/layers.png")]

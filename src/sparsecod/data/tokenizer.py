@@ -138,12 +138,17 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     return Tokenizer.from_file(str(path))
 
 
+EOS_FALLBACKS = ("<|end_of_text|>", "</s>")  # end of text of Llama-3 and Llama-1/2 tokenizers (external models)
+
+
 def eos_id(tok: Tokenizer) -> int:
-    """Id of `<|endoftext|>` (50279 for the paper's tokenizer, spec §1.1)."""
-    idx = tok.token_to_id(EOS_TOKEN)
-    if idx is None:
-        raise ConfigError(f"the tokenizer has no {EOS_TOKEN} token; data.tokenizer must name a tokenizer with it")
-    return idx
+    """Id of `<|endoftext|>` (50279 for the paper's tokenizer, spec §1.1), else of a Llama tokenizer's EOS_FALLBACKS."""
+    for token in (EOS_TOKEN, *EOS_FALLBACKS):
+        idx = tok.token_to_id(token)
+        if idx is not None:
+            return idx
+    raise ConfigError(f"the tokenizer has no {EOS_TOKEN} (nor {' / '.join(EOS_FALLBACKS)}) token; data.tokenizer "
+                      "must name a tokenizer with one")
 
 
 def vocab_size(tok: Tokenizer) -> int:

@@ -4,7 +4,8 @@ Dense models become `LlamaForCausalLM`; the architectures match exactly (spec §
 no bias (fp32 normalisation), rotate-half RoPE over the full head dim with base θ, GQA where query head h uses KV head
 ⌊h/G⌋, SwiGLU, untied LM head, no biases. Our fused QKV weight ((H + 2·H_kv)·d_h, d) is split into q/k/v rows; no
 RoPE permutation is needed because both use the rotate-half layout. The vocabulary is the padded one (embedding
-rows), so logits agree position for position.
+rows), so logits agree position for position. The weight mapping lives in model/hf_llama.py (also used to import
+Llama checkpoints); LayerNorm Scaling is folded into the norm gains.
 
 MoE models (spec §1.3) become `Qwen2MoeForCausalLM`, which shares every non-FFN name and operation with Llama and
 routes as we do: a softmax over all E experts, top-k by probability, weights not renormalised (`norm_topk_prob:
@@ -38,6 +39,7 @@ from tokenizers import Tokenizer
 
 from ..fileio import replace_dir_atomic
 from ..model.config import ModelConfig
+from ..model.hf_llama import to_llama
 from ..model.io import read_model_config
 from .checkpoint import resolve_model_dir, training_seq_len
 
@@ -46,46 +48,8 @@ PAD_TOKEN = "<|padding|>"
 DEFAULT_MAX_POSITIONS = 2048
 PARITY_ATOL = 1e-4  # max |logit difference| (fp32) an export must meet (`verify_export`)
 
-# The dense weight-name mapping, defined once (export here; an HF import reads the same tables backwards):
-# our parameter name -> the Llama name, "{i}" = layer index. Qwen2-MoE uses the same names outside `mlp.`.
-LLAMA_NAMES = {
-    "wte.weight": "model.embed_tokens.weight",
-    "blocks.{i}.attn_norm.weight": "model.layers.{i}.input_layernorm.weight",
-    "blocks.{i}.attn.out.weight": "model.layers.{i}.self_attn.o_proj.weight",
-    "blocks.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
-    "blocks.{i}.ffn.gate.weight": "model.layers.{i}.mlp.gate_proj.weight",
-    "blocks.{i}.ffn.up.weight": "model.layers.{i}.mlp.up_proj.weight",
-    "blocks.{i}.ffn.down.weight": "model.layers.{i}.mlp.down_proj.weight",
-    "final_norm.weight": "model.norm.weight",
-    "lm_head.weight": "lm_head.weight",
-}
-# our fused ((H + 2·H_kv)·d_h, d) QKV weight -> its three row blocks, in this order
-LLAMA_QKV_NAMES = {
-    "blocks.{i}.attn.qkv.weight": (
-        "model.layers.{i}.self_attn.q_proj.weight",
-        "model.layers.{i}.self_attn.k_proj.weight",
-        "model.layers.{i}.self_attn.v_proj.weight",
-    ),
-}
-DENSE_FFN_PREFIX = "blocks.{i}.ffn."  # the LLAMA_NAMES entries of the dense SwiGLU (absent in MoE models)
-
-
 class ExportError(ValueError):
     """The model cannot be exported exactly (or an export does not reproduce our logits)."""
-
-
-def _rename(state: dict[str, torch.Tensor], cfg: ModelConfig, names: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Apply a name table (with "{i}" templates) and the QKV split to our state dict."""
-    q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    out: dict[str, torch.Tensor] = {}
-    for i in range(cfg.n_layers):
-        for ours, theirs in LLAMA_QKV_NAMES.items():
-            parts = state[ours.format(i=i)].split([q_rows, kv_rows, kv_rows], dim=0)
-            out.update({name.format(i=i): part for name, part in zip(theirs, parts)})
-    for ours, theirs in names.items():
-        layers = range(cfg.n_layers) if "{i}" in ours else [None]
-        out.update({theirs.format(i=i): state[ours.format(i=i)] for i in layers})
-    return out
 
 
 def _fp32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -131,9 +95,8 @@ def llama_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_position
     }
 
 
-def llama_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our dense state dict -> Llama parameter names (LLAMA_NAMES, q/k/v split out of the fused qkv), fp32."""
-    return _fp32(_rename(state, cfg, LLAMA_NAMES))
+# Our dense state dict -> Llama names: the one mapping (model/hf_llama.py), shared with `sparsecod analyze`'s import.
+llama_state_dict = to_llama
 
 
 def qwen2_moe_config(cfg: ModelConfig, eos_id: int, pad_id: int | None, max_positions: int) -> dict:
@@ -173,7 +136,7 @@ def qwen2_moe_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> di
     assert m is not None
     k, d = m.top_k, cfg.d_model
     state = {key: v.to(torch.float32) for key, v in state.items()}
-    out = _rename(state, cfg, {o: t for o, t in LLAMA_NAMES.items() if not o.startswith(DENSE_FFN_PREFIX)})
+    out = to_llama(state, cfg, ffn=False)  # the backbone Qwen2-MoE shares with Llama (LNS folded in)
     routed_scale = k / (k + 1) if m.d_shared else 1.0
     q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     for i in range(cfg.n_layers):

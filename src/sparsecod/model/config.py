@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+NORM_SCALINGS = ("none", "lns")  # model.norm_scaling: Pre-LN as in the paper, or LayerNorm Scaling
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and how to fix it."""
 
@@ -48,7 +51,8 @@ class ModelConfig:
 
     vocab_size is the tokenizer's vocabulary; embedding and LM-head rows are padded up to a
     multiple of `pad_vocab_to` (50280 -> 50304 at paper scale). d_ff is the SwiGLU inner width f
-    (ignored when `moe` is set).
+    (ignored when `moe` is set). norm_scaling: "none" (the paper's Pre-LN) or "lns" (LayerNorm Scaling,
+    Sun et al. 2025: block ℓ's pre-norm outputs scaled by 1/√ℓ, see `transformer.norm_scale`); no parameters.
     """
 
     n_layers: int
@@ -62,6 +66,7 @@ class ModelConfig:
     rope_theta: float = 10_000.0
     init_std: float = 0.02
     moe: MoEConfig | None = None
+    norm_scaling: str = "none"
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -79,6 +84,8 @@ class ModelConfig:
             )
         if (self.d_model // self.n_heads) % 2:
             raise ConfigError(f"head dim d_model/n_heads={self.d_model // self.n_heads} must be even (RoPE)")
+        if self.norm_scaling not in NORM_SCALINGS:
+            raise ConfigError(f"model.norm_scaling={self.norm_scaling!r}: use one of {', '.join(NORM_SCALINGS)}")
         if self.moe is None and self.d_ff < 1:
             raise ConfigError(f"model.d_ff must be >= 1 for a dense model, got {self.d_ff}")
 
@@ -98,6 +105,13 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        """The dataclass repr, leaving out norm_scaling when it is "none": the workflow keys training on this repr
+        (run_config params), so runs planned before the option existed keep their key and never retrain."""
+        shown = [f for f in dataclasses.fields(self)
+                 if f.repr and not (f.name == "norm_scaling" and self.norm_scaling == "none")]
+        return f"{type(self).__qualname__}(" + ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in shown) + ")"
 
     # --- serialization ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

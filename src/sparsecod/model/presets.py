@@ -45,6 +45,8 @@ PAPER_MODELS: dict[str, ModelConfig] = {
     # E7 sub-layer variance and kurtosis
     "sub-L16": _dense(16, 1536, 2304, 12, 12),
     "sub-L32": _dense(32, 1536, 2304, 12, 12),
+    # beyond the paper: E1's depth models with LayerNorm Scaling (group lns; same sizes as depth-L*)
+    **{f"lns-L{L}": _dense(L, 2048, 8192, 16, 16).replace(norm_scaling="lns") for L in (12, 16, 24, 32)},
 }
 
 # Paper's reported sizes (spec §1.4), in parameters: (non-embedding, active) ; None = not reported.

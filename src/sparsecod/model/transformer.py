@@ -12,6 +12,7 @@ passes any sequence of block-like modules (the model's own blocks reordered or o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,17 +27,21 @@ from .moe import MoE, MoEAux
 
 
 class RMSNorm(nn.Module):
-    """g ⊙ x / sqrt(mean_j x_j² + eps), normalized in fp32, learnable gain (init 1), no bias."""
+    """s · g ⊙ x / sqrt(mean_j x_j² + eps), normalized in fp32, learnable gain (init 1), no bias.
 
-    def __init__(self, d: int, eps: float) -> None:
+    `scale` s is a constant, not a parameter (1 except under LayerNorm Scaling, see `norm_scale`).
+    """
+
+    def __init__(self, d: int, eps: float, scale: float = 1.0) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.scale = eps, scale
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         xf = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps)
-        return (self.weight.float() * xf).to(x.dtype)
+        y = self.weight.float() * xf
+        return (y if self.scale == 1.0 else y * self.scale).to(x.dtype)
 
 
 @dataclass
@@ -62,14 +67,31 @@ class ForwardContext:
     moe_aux: list[MoEAux] = field(default_factory=list)
 
 
-class Block(nn.Module):
-    """x <- x + Attn(N_a(x)); x <- x + FFN(N_m(x)). The FFN is SwiGLU or MoE."""
+def norm_scale(cfg: ModelConfig, index: int) -> float:
+    """Factor on block `index`'s (0-based) two pre-norm outputs: 1 for Pre-LN, 1/√(index + 1) for LayerNorm Scaling.
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    LayerNorm Scaling (Sun et al. 2025, "The Curse of Depth in Large Language Models", arXiv 2502.05795:
+    h = LN(x)·1/√ℓ with ℓ the 1-based layer). The released code (github.com/lmsdss/LayerNorm-Scaling,
+    peft_pretraining/modeling_llama.py @33c3899, `LlamaDecoderLayer(config, _idx)` built from
+    `range(num_hidden_layers)`, branch `norm_type == 'LNS'`: `scale_factor = 1 / math.sqrt(self.layer_index + 1)`)
+    applies it to the outputs of both input_layernorm and post_attention_layernorm; the first block is scaled by 1.
+    """
+    return 1.0 / math.sqrt(index + 1) if cfg.norm_scaling == "lns" else 1.0
+
+
+class Block(nn.Module):
+    """x <- x + Attn(N_a(x)); x <- x + FFN(N_m(x)). The FFN is SwiGLU or MoE.
+
+    Under LayerNorm Scaling N_a and N_m carry the factor norm_scale(cfg, index), a constant of the block: a block
+    moved by an intervention (M5) keeps its own factor.
+    """
+
+    def __init__(self, cfg: ModelConfig, index: int = 0) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        scale = norm_scale(cfg, index)
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, scale)
         self.attn = Attention(cfg)
-        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, scale)
         self.ffn: nn.Module = MoE(cfg) if cfg.moe is not None else SwiGLU(cfg.d_model, cfg.d_ff)
 
     def forward(self, x: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
@@ -121,7 +143,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.padded_vocab, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.padded_vocab, bias=False)
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)

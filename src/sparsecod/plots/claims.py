@@ -213,7 +213,8 @@ class Reference:
 @dataclass(frozen=True)
 class Claim:
     """One claim. kind 'trend': Spearman ρ(label `x`, quantity) with the paper's sign; 'ratio' / 'difference':
-    quantity(a) / quantity(b) > 1 or quantity(a) − quantity(b) > 0 for the runs named by legend label `pair`.
+    quantity(a) / quantity(b) > 1 or quantity(a) − quantity(b) > 0 for the runs named by legend label (or run id) `pair`;
+    `group` may join groups with '+' (the beyond-the-paper pairs span E1 and lns).
     `control`: whether the untrained control applies (False: accuracy, not evaluated at init)."""
 
     claim_id: str
@@ -370,9 +371,9 @@ def _pair_se(kind: str, ma: Measure, mb: Measure, init: bool = False) -> float:
 
 def pair_claim(claim: Claim, res: Results, paper: float) -> dict:
     """A pairwise claim: a/b > 1 (ratio, tested as log a − log b > 0) or a − b > 0 (difference)."""
-    runs = res.runs(claim.group)
-    by_label = {lab: r for r, lab in zip(runs["run_id"], runs["label"])}
-    ids = [by_label.get(lab) for lab in claim.pair]
+    runs = pd.concat([res.runs(g) for g in claim.group.split("+")], ignore_index=True)  # "depth+lns": both groups
+    by_label = {**dict(zip(runs["run_id"], runs["run_id"])), **dict(zip(runs["label"], runs["run_id"]))}
+    ids = [by_label.get(lab) for lab in claim.pair]  # `pair` names legend labels or run ids
     present = [r for r in ids if r is not None]
     measures, note = QUANTITIES[claim.quantity](res, present) if present else ({}, "")
     ma, mb = (measures.get(r) if r else None for r in ids)
@@ -452,4 +453,33 @@ def write_claims(res: Results, ref_dir: Path, out_md: Path, out_csv: Path) -> pd
     scales = res.summary["scale"].dropna().astype(str).unique() if "scale" in res.summary else []
     write_csv_atomic(out_csv, claims)
     write_bytes_atomic(out_md, claims_markdown(claims, ", ".join(scales) or "unknown").encode())
+    return claims
+
+
+# --- beyond the paper (issue 19): LayerNorm Scaling vs Pre-LN; ids X…, never claims of the paper ----------------
+# Pairs name run ids (E1's Pre-LN `depth-L*` against group lns's `lns-L*`), so they span both groups; the verdict
+# rule, intervals and untrained controls are the paper claims' (the init control matters here: LNS scales the
+# block inputs from step 0, so a variance gap already present at init is not credited to training).
+LNS_DEPTHS = (12, 16, 24, 32)  # the depth sweep both arms train (E1 and group lns)
+NOT_IN_PAPER = "not a claim of the paper, which never trains LNS"
+BEYOND_CLAIMS: tuple[Claim, ...] = (
+    *(Claim(f"X1-variance-L{L}", f"LNS lowers last-layer variance vs Pre-LN at L={L}", "depth+lns",
+            f"Var(Pre-LN) / Var(LNS), L={L}", "ratio", "variance", _nan, pair=(f"depth-L{L}", f"lns-L{L}"),
+            note=NOT_IN_PAPER) for L in LNS_DEPTHS),
+    *(Claim(f"X2-{score}-L32", f"LNS raises the {score} score vs Pre-LN at L=32", "depth+lns",
+            f"{score}(LNS) − {score}(Pre-LN), L=32", "difference", score, _nan, pair=("lns-L32", "depth-L32"),
+            note=NOT_IN_PAPER) for score in ("causal", "permutation", "usefulness")),
+)
+BEYOND_TITLE = "# Beyond the paper: LayerNorm Scaling vs Pre-LN (not claims of the paper)"
+
+
+def write_beyond_claims(res: Results, ref_dir: Path, out_md: Path, out_csv: Path) -> pd.DataFrame:
+    """The LNS claims (X1, X2) under the paper claims' verdict rule, written atomically as Markdown and CSV."""
+    claims = evaluate_claims(res, ref_dir, BEYOND_CLAIMS)
+    scales = res.summary["scale"].dropna().astype(str).unique() if "scale" in res.summary else []
+    text = claims_markdown(claims, ", ".join(scales) or "unknown").splitlines()
+    text[0] = BEYOND_TITLE  # the verdict rule and table below are the paper claims'
+    text[2] += " Here `paper` stays empty: the paper never trains LNS."
+    write_csv_atomic(out_csv, claims)
+    write_bytes_atomic(out_md, ("\n".join(text) + "\n").encode())
     return claims

@@ -9,6 +9,7 @@ Missing files and metrics come back as None / NaN so a partial results directory
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -166,3 +167,31 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     if a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+# Beyond the paper (issue 19): the two arms of the depth sweep, Pre-LN (E1, group depth) and LayerNorm Scaling (lns).
+DEPTH_ARMS = (("Pre-LN", "depth"), ("LNS", "lns"))
+
+
+def depth_arms(res: Results) -> pd.DataFrame:
+    """One row per run of both arms with a depth label: depth, arm (Pre-LN | LNS), run_id, label; by depth, arm."""
+    rows = []
+    for rank, (arm, group) in enumerate(DEPTH_ARMS):
+        for run in res.runs(group).to_dict("records"):
+            depth = float(run.get("label_depth", math.nan))
+            if np.isfinite(depth):
+                rows.append({"depth": int(depth), "rank": rank, "arm": arm, "run_id": run["run_id"],
+                             "label": f"L={int(depth)} {arm}"})
+    table = pd.DataFrame(rows, columns=["depth", "rank", "arm", "run_id", "label"])
+    return table.sort_values(["depth", "rank"]).drop(columns="rank").reset_index(drop=True)
+
+
+class DirectoryResults(Results):
+    """Analysed directories that are not workflow runs (external checkpoints, issue 19): run id = a directory
+    under `root` holding analysis/ (sparsecod.external layout). No summary: per-run files only."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        super().__init__(root, pd.DataFrame(columns=["run_id", "trained_as", "group", "source", "metric", "value"]))
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.dir / run_id

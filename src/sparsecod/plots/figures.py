@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import Results
-from .inventory import ATTENTION_DETAIL, FIGURES, SCORE_PANELS
+from ..metrics.variance_curve import last_layer_curve
+from .data import DEPTH_ARMS, DirectoryResults, Results, depth_arms
+from .inventory import ATTENTION_DETAIL, BEYOND, FIGURES, SCORE_PANELS
 from .panels import (heatmap, layer_curves, paper_anchors, score_bars, score_visualization,
                      sweep_lines, variance_curves)
 from .reference import load_reference
@@ -345,12 +346,86 @@ RENDERERS: dict[str, Callable[[Results, Path], Figures]] = {
 }
 
 
+# --- beyond the paper (inventory.BEYOND) -------------------------------------------------------------------
+def fig_x1_lns_variance(res: Results, ref_dir: Path) -> Figures:
+    """Pre-LN (E1) vs LayerNorm Scaling (lns): Var(x_L) vs step per run, and its final value by depth (M1)."""
+    arms = depth_arms(res)
+    fig, (ax, ax_depth) = panels(2, size=(4.4, 3.2))
+    depths = sorted(arms["depth"].unique())
+    dash = {"Pre-LN": "-", "LNS": "--"}
+    drawn = 0
+    for row in arms.itertuples():
+        log_df = res.variance(row.run_id)
+        if log_df is None or log_df.empty:
+            continue
+        curve = last_layer_curve(log_df)
+        color = series_style(depths.index(row.depth), len(depths))["color"]
+        ax.plot(curve["step"], curve["value"], color=color, linestyle=dash[row.arm], lw=1.2, label=row.label)
+        drawn += 1
+    if drawn:
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("Variance @ last layer")
+        legend(ax, ncols=2)
+    else:
+        no_data(ax, "variance logs of groups depth and lns")
+    finals = [res.value(r, "variance", "last_layer.final_mean") for r in arms["run_id"]]
+    if np.isfinite(finals).any():
+        for i, (arm, _) in enumerate(DEPTH_ARMS):
+            sel = (arms["arm"] == arm).to_numpy()
+            ax_depth.plot(arms["depth"][sel], np.asarray(finals)[sel], linestyle=dash[arm], lw=1.3, label=arm,
+                          color=series_style(i, 2)["color"], marker=series_style(i, 2)["marker"])
+        ax_depth.set_yscale("log")
+        ax_depth.set_xticks(depths)
+        ax_depth.set_xlabel("depth L")
+        ax_depth.set_ylabel("final Var(x_L) (mean of last 10%)")
+        legend(ax_depth)
+    else:
+        no_data(ax_depth, "variance logs of groups depth and lns")
+    return [(BEYOND["figX1"].stems[0], fig)]
+
+
+BEYOND_RENDERERS: dict[str, Callable[[Results, Path], Figures]] = {"figX1": fig_x1_lns_variance}
+EXTERNAL_STEM = "layers"  # <OUT>/figures/layers.{pdf,png} of an external checkpoint (sparsecod.external layout)
+
+
+def external_figure(out: str | os.PathLike) -> list[Path]:
+    """One external checkpoint's layer figure from `<out>/analysis/`: per-layer held-out variance of block, attention
+    and MLP outputs (M1/M2 via kurtosis), Jacobian deviation (M3), causal and permutation matrices (M4, M5) and the
+    usefulness loss ratios (M6). Written to `<out>/figures/layers.{pdf,png}`; missing families leave marked panels."""
+    out = Path(out)
+    res, run = DirectoryResults(out.parent), out.name
+    fig, axes = panels(5, ncols=5, size=(3.6, 3.2))
+    variance = res.analysis(run, "kurtosis")
+    if variance is not None and not variance.empty:
+        for i, (column, label) in enumerate((("out_var", "block output x_l+1"), ("attn_out_var", "attention a_l"),
+                                             ("ffn_out_var", "MLP m_l"))):
+            ax = axes[0]
+            ax.plot(variance["layer"], variance[column], label=label, lw=1.2, **series_style(i, 3))
+        axes[0].set_yscale("log")
+        axes[0].set(xlabel="layer", ylabel="held-out variance", title="per-layer variance")
+        legend(axes[0])
+    else:
+        no_data(axes[0], "kurtosis analysis (per-layer variance)")
+    jac = res.analysis(run, "jacobian")
+    if jac is not None and not jac.empty:
+        axes[1].plot(jac["layer"], jac["deviation"], lw=1.2, **series_style(0, 1))
+        axes[1].set(xlabel="layer", ylabel="‖J̄ − I‖_F / d", title="Jacobian deviation")
+    else:
+        no_data(axes[1], "jacobian analysis")
+    score_visualization(res, run, axes[2:])
+    fig.suptitle(run, fontsize=10)
+    return save(fig, out / "figures", EXTERNAL_STEM)
+
+
 def render(name: str, res: Results, ref_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Draw figure `name` (fig1 … fig29) and write each panel as `<out_dir>/<stem>.pdf` and `.png`."""
-    if name not in RENDERERS:
-        raise ValueError(f"unknown figure {name!r}; known: {', '.join(RENDERERS)}")
-    figures = RENDERERS[name](res, Path(ref_dir))
+    """Draw figure `name` (fig1 … fig29; figX1 beyond the paper), each panel as `<out_dir>/<stem>.pdf` and `.png`."""
+    renderer = RENDERERS.get(name) or BEYOND_RENDERERS.get(name)
+    if renderer is None:
+        raise ValueError(f"unknown figure {name!r}; known: {', '.join([*RENDERERS, *BEYOND_RENDERERS])}")
+    figures = renderer(res, Path(ref_dir))
     stems = [stem for stem, _ in figures]
-    if tuple(stems) != _stems(name):
-        raise RuntimeError(f"{name} drew {stems}, the inventory lists {list(_stems(name))}")
+    expected = FIGURES[name].stems if name in FIGURES else BEYOND[name].stems
+    if tuple(stems) != expected:
+        raise RuntimeError(f"{name} drew {stems}, the inventory lists {list(expected)}")
     return [p for stem, fig in figures for p in save(fig, out_dir, stem)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..experiments import GROUPS
+from ..experiments import PAPER_GROUPS
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,27 @@ TABLES: dict[str, Item] = {item.name: item for item in [
     _table(8, "ablation_configs", "ablation", "Ablation model configurations (E6) as run, next to the paper's."),
 ]}
 
-CLAIMS = Item("claims", ("claims",), GROUPS,
+CLAIMS = Item("claims", ("claims",), PAPER_GROUPS,
               "Each claim of the paper evaluated on this workflow's runs: the statistic (Spearman ρ over a sweep, "
               "a ratio or a difference) with its 95% interval and one-sided p-value, the same statistic on the "
               "untrained (step-0) controls, the paper's value computed the same way from config/reference (spec §5), "
               "and a verdict (reproduced / contradicted / inconclusive) with its reason. At small scales many "
               "verdicts are \"inconclusive\": that is a result, not an error.",
               "", ("md", "csv"), "Claims")
-ITEMS: dict[str, Item] = {**FIGURES, **TABLES, CLAIMS.name: CLAIMS}
+# Beyond the paper (issue 19): the LayerNorm Scaling arm (group lns) against E1's Pre-LN runs. Ids carry an X so
+# they are never mistaken for the paper's figures, tables or claims.
+BEYOND: dict[str, Item] = {item.name: item for item in [
+    Item("figX1", ("figX1_lns_variance",), ("depth", "lns"),
+         "Beyond the paper — LayerNorm Scaling vs Pre-LN (group lns vs E1): (left) last-layer variance Var(x_L) vs "
+         "training step (M1, log axis), solid Pre-LN, dashed LNS; (right) its final value (mean of the last 10% of "
+         "the log) by depth for both arms.", category="Beyond the paper"),
+    Item("tableX1", ("tableX1_lns_depth",), ("depth", "lns"),
+         "Beyond the paper — Table 1's columns for both arms of the depth sweep, Pre-LN (E1) and LayerNorm Scaling "
+         "(group lns): parameters, effective/wasted layers (M6), PPL (M11), MMLU, ARC-C, ARC-E, HellaSwag (M12).",
+         "tables", ("csv", "md", "tex"), "Beyond the paper"),
+    Item("claimsX", ("claims_beyond_paper",), ("depth", "lns"),
+         "Beyond the paper — claims about LayerNorm Scaling (not the paper's), checked with the paper claims' "
+         "verdict rule: X1 = LNS lowers last-layer variance vs Pre-LN at equal depth, X2 = LNS raises the causal, "
+         "permutation and usefulness scores at L=32.", "", ("md", "csv"), "Beyond the paper"),
+]}
+ITEMS: dict[str, Item] = {**FIGURES, **TABLES, CLAIMS.name: CLAIMS, **BEYOND}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import Results
-from .inventory import CLAIMS, FIGURES, ITEMS, TABLES
+from .inventory import BEYOND, CLAIMS, FIGURES, ITEMS, TABLES
 
 
 def render_items(names: Sequence[str], results_dir: str | os.PathLike, summaries: Sequence[str | os.PathLike],
@@ -16,15 +16,25 @@ def render_items(names: Sequence[str], results_dir: str | os.PathLike, summaries
     unknown = [n for n in names if n not in ITEMS]
     if unknown:
         raise ValueError(f"unknown name(s) {unknown}: use fig1 … fig{len(FIGURES)}, table1 … table{len(TABLES)} "
-                         "or claims")
+                         "or claims (beyond the paper: figX1, tableX1, claimsX)")
     res = Results.load(results_dir, summaries)
     out_dir, ref_dir = Path(results_dir), Path(ref_dir)
     written: list[Path] = []
     for name in names:
-        if name in FIGURES:
+        if name in FIGURES or name == "figX1":
             from .figures import render
 
-            written += render(name, res, ref_dir, out_dir / FIGURES[name].folder)
+            written += render(name, res, ref_dir, out_dir / ITEMS[name].folder)
+        elif name == "tableX1":
+            from .tables import render_lns_table
+
+            written += render_lns_table(res, out_dir / BEYOND[name].folder)
+        elif name == "claimsX":
+            from .claims import write_beyond_claims
+
+            paths = [Path(p) for p in BEYOND[name].files(str(out_dir))]  # .md, .csv
+            write_beyond_claims(res, ref_dir, *paths)
+            written += paths
         elif name in TABLES:
             from .tables import render_table
 

@@ -22,8 +22,8 @@ import pandas as pd
 from ..fileio import write_bytes_atomic, write_csv_atomic
 from ..model.config import ModelConfig
 from ..stats import seed_interval
-from .data import MODEL_NAMES, Results
-from .inventory import TABLES
+from .data import MODEL_NAMES, Results, depth_arms
+from .inventory import BEYOND, TABLES
 from .reference import load_reference
 
 Getter = Callable[[dict], float]  # of the run config (run.yaml as a dict)
@@ -312,6 +312,32 @@ def render_table(name: str, res: Results, ref_dir: Path, out_dir: Path) -> list[
     item = TABLES[name]
     stem, formats = item.stems[0], _formats(name)
     caption = f"Table {name.removeprefix('table')}. {item.caption}"
+    out_dir = Path(out_dir)
+    return [write_csv_atomic(out_dir / f"{stem}.csv", df),
+            write_bytes_atomic(out_dir / f"{stem}.md", to_markdown(df, formats, caption).encode()),
+            write_bytes_atomic(out_dir / f"{stem}.tex", to_latex(df, formats, caption, stem).encode())]
+
+
+# --- beyond the paper (inventory.BEYOND) -------------------------------------------------------------------
+def lns_table(res: Results) -> pd.DataFrame:
+    """Table X1: Table 1's columns (ours only; the paper never trained LNS) for both arms, by depth then arm."""
+    columns = SCORE_TABLES["table1"].columns
+    rows = []
+    for run in depth_arms(res).to_dict("records"):
+        cfg, row = res.config(run["run_id"]), dict(run)
+        for col in columns:
+            row[col.name], row[f"{col.name}_low"], row[f"{col.name}_high"] = _ours(res, run["run_id"], cfg, col)
+        rows.append(row)
+    intervals = [f"{c.name}{s}" for c in columns for s in ("_low", "_high")]
+    return pd.DataFrame(rows, columns=["run_id", "label", "arm", "depth", *[c.name for c in columns], *intervals])
+
+
+def render_lns_table(res: Results, out_dir: Path) -> list[Path]:
+    """Write Table X1 as `<out_dir>/<stem>.{csv,md,tex}` atomically; returns the three paths."""
+    df = lns_table(res)
+    item = BEYOND["tableX1"]
+    stem, caption = item.stems[0], f"Table X1. {item.caption}"
+    formats = {"depth": ".0f", **{c.name: c.fmt for c in SCORE_TABLES["table1"].columns}}
     out_dir = Path(out_dir)
     return [write_csv_atomic(out_dir / f"{stem}.csv", df),
             write_bytes_atomic(out_dir / f"{stem}.md", to_markdown(df, formats, caption).encode()),
