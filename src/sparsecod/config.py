@@ -55,7 +55,8 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    compile: bool = False
+    compile: bool | str = "auto"
+    loader_workers: int = 0
     max_loss: float = 1000.0
 
     def __post_init__(self) -> None:
@@ -87,6 +88,15 @@ class TrainConfig:
                 f"train.precision={self.precision!r} is not supported; use one of {sorted(PRECISIONS)} "
                 "(fp16 would need a loss scaler; the paper trains in bf16-mixed)"
             )
+        if self.strategy == "fsdp":
+            raise ConfigError(
+                "train.strategy=fsdp (Lightning's FSDP1) cannot run this training loop (manual optimization, "
+                "bf16 gradient reduction); use train.strategy: fsdp2"
+            )
+        if self.compile not in (True, False, "auto"):
+            raise ConfigError(f"train.compile={self.compile!r} must be auto (on for CUDA), true or false")
+        if self.loader_workers < 0:
+            raise ConfigError(f"train.loader_workers must be >= 0 (0 = load in the training process), got {self.loader_workers}")
         if not self.max_loss > 0:
             raise ConfigError(f"train.max_loss must be > 0, got {self.max_loss}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:

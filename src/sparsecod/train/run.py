@@ -2,9 +2,11 @@
 
 Layout of `<run_dir>/`:
     checkpoints/last.ckpt         Lightning checkpoint every ckpt_every steps and at the end (resume state;
-                                  not a workflow output, so it survives failed jobs)
+                                  not a workflow output, so it survives failed jobs); under train.strategy=fsdp2 a
+                                  symlink to a sharded torch.distributed.checkpoint directory (checkpoint_io.py)
     checkpoints/hpc_ckpt_*.ckpt   Lightning's SLURM auto-requeue checkpoints, written on SIGURG (_cluster_plugins;
                                   removed once the final last.ckpt exists)
+    (every checkpoint is written atomically by checkpoint_io.AtomicCheckpointIO, Lightning's CheckpointIO plugin)
     checkpoints/fingerprint.json  the configuration the checkpoints belong to
     log_parts/<log>/part-*.parquet  append-only log parts (see logs.py)
     train_log.parquet             per step: step, loss, ce, aux, lr, grad_norm, tokens, train_seconds
@@ -26,7 +28,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,13 +39,14 @@ from ..config import RunConfig, TrainConfig
 from ..fileio import write_json_atomic
 from ..model.config import ConfigError
 from ..model.io import save_model
-from ..model.transformer import Block, Transformer
+from .checkpoint_io import META_FILE, AtomicCheckpointIO, checkpoint_step
 from .logs import consolidate, read_log
 
 # train keys that may change between a checkpoint and its resume (hardware, logging, early stop)
 _RESUMABLE_KEYS = {
     "stop_after", "micro_batch", "devices", "num_nodes", "strategy", "accelerator", "ckpt_every",
     "var_every", "kurtosis_every", "val_every", "val_tokens", "compile", "max_loss",
+    "loader_workers",
 }
 LOG_COLUMNS = {
     "train_log": ["step", "loss", "ce", "aux", "lr", "grad_norm", "tokens", "train_seconds"],
@@ -78,8 +80,8 @@ def _fingerprint(run: RunConfig) -> dict:
 
 def _loadable(path: Path) -> bool:
     """True if `path` opens as a torch checkpoint (a file cut short by a kill does not)."""
-    if path.is_dir():  # sharded checkpoint directory
-        return any(path.iterdir())
+    if path.is_dir():  # sharded checkpoint (a symlink to its directory); meta.pt is written after every shard
+        return (path / META_FILE).is_file()
     try:
         torch.load(path, map_location="cpu", mmap=True, weights_only=False)
         return True
@@ -98,27 +100,14 @@ def pick_checkpoint(ckpt_dir: Path) -> Path | None:
         if _loadable(path):
             return path
         warnings.warn(f"checkpoint {path} cannot be read (interrupted write?); ignoring it", stacklevel=2)
-        if path.name.startswith("hpc_ckpt_") and path.is_file():
-            path.unlink(missing_ok=True)
+        if path.name.startswith("hpc_ckpt_"):
+            AtomicCheckpointIO().remove_checkpoint(path)
     return None
 
 
-def _remove_hpc_checkpoints(ckpt_dir: Path) -> None:
+def _remove_hpc_checkpoints(ckpt_dir: Path, io: AtomicCheckpointIO) -> None:
     for stale in ckpt_dir.glob("hpc_ckpt_*.ckpt"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    """The optimizer steps done in a single-file checkpoint (None for a sharded directory or an unreadable file)."""
-    if not path.is_file():
-        return None
-    try:
-        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
-    except Exception:  # noqa: BLE001 - only used for the log line
-        return None
+        io.remove_checkpoint(stale)
 
 
 def _cluster_plugins(requeue_signal, devices: int = 1, num_nodes: int = 1) -> list:
@@ -182,30 +171,6 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return cfg.precision
 
 
-def _strategy(cfg: TrainConfig):
-    if cfg.strategy == "fsdp":
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        # one FSDP unit per block; full (single-file) checkpoints so last.ckpt stays one file
-        return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", sharding_strategy="FULL_SHARD")
-    return cfg.strategy
-
-
-def _final_model(trainer, module) -> Transformer | None:
-    """The trained Transformer on rank 0 (gathered from shards under FSDP), None on other ranks."""
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    if isinstance(trainer.strategy, FSDPStrategy):
-        state = trainer.strategy.lightning_module_state_dict()
-        if not trainer.is_global_zero:
-            return None
-        with torch.device("meta"):
-            model = Transformer(module.run.model)
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, assign=True)
-        return model
-    return module.model if trainer.is_global_zero else None
-
-
 def train_run(
     run: RunConfig | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -238,8 +203,9 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     import lightning as L
     from lightning.pytorch.callbacks import TQDMProgressBar
 
-    from .callbacks import AtomicCheckpoint, RunLogs, save_checkpoint_atomic
+    from .callbacks import AtomicCheckpoint, RunLogs
     from .module import REQUEUE_SIGNAL, LMTrainModule, ShardData
+    from .parallel import build_strategy, compile_blocks, full_model, resolve_compile
 
     cfg = run.train
     resume = _check_resume(run, ckpt_dir)
@@ -248,16 +214,19 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     data = ShardData(shard_dir, cfg)
     module = LMTrainModule(run)
     logs = RunLogs(out, cfg.tokens_per_step)
+    ckpt_io = AtomicCheckpointIO()
     bar = [TQDMProgressBar(refresh_rate=max(1, min(50, cfg.last_step // 100)))] if progress_bar else []
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=build_strategy(cfg, precision),
         precision=precision, max_steps=cfg.last_step, max_epochs=-1, logger=False,
         callbacks=[logs, AtomicCheckpoint(ckpt_dir, cfg.ckpt_every), *bar, *callbacks],
         enable_model_summary=False, enable_progress_bar=progress_bar, use_distributed_sampler=False,
         num_sanity_val_steps=0, val_check_interval=cfg.val_every or None, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if cfg.val_every else 0, default_root_dir=str(ckpt_dir), log_every_n_steps=1,
-        plugins=_cluster_plugins(REQUEUE_SIGNAL, cfg.devices, cfg.num_nodes),
+        plugins=[ckpt_io, *_cluster_plugins(REQUEUE_SIGNAL, cfg.devices, cfg.num_nodes)],
     )
+    if resolve_compile(cfg.compile, trainer.strategy.root_device.type):
+        compile_blocks(module.model)
     if trainer.is_global_zero:
         n = len(data.train_windows)
         log.info("train split: %d windows of %d tokens; %d steps x %d = %.3g epochs", n, cfg.seq_len, cfg.last_step,
@@ -268,7 +237,7 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
         if resume is None:
             write_json_atomic(ckpt_dir / "fingerprint.json", _fingerprint(run), sort_keys=False, allow_nan=False)
         log.info("run %s: %s", run.run_id,
-                 f"resuming from {resume} (step {_checkpoint_step(resume)})" if resume else "starting from scratch")
+                 f"resuming from {resume} (step {checkpoint_step(resume)})" if resume else "starting from scratch")
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     steps_done = trainer.global_step
     if module.diverged is not None and trainer.is_global_zero:
@@ -278,20 +247,21 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
             "weights (summary.json has diverged: true)", DivergenceWarning, stacklevel=1,
         )
     # final checkpoint, so rerunning after a crash below (or a finished run) does no training
-    if steps_done > 0 and getattr(trainer.checkpoint_callback, "_last_global_step_saved", -1) != steps_done:
-        save_checkpoint_atomic(trainer, ckpt_dir / "last.ckpt")
+    last = ckpt_dir / "last.ckpt"
+    if steps_done > 0 and trainer.strategy.broadcast(ckpt_io.saved_step(last) != steps_done):  # rank 0 knows
+        trainer.save_checkpoint(last, weights_only=False)
     # Lightning's requeue checkpoints are superseded by last.ckpt now. Remove them before validate(): under Slurm,
     # validate() without ckpt_path loads the newest hpc_ckpt_*.ckpt (Lightning's auto-resume), which would put the
     # weights of the requeue point back into the model that is validated and saved.
     if trainer.is_global_zero:
-        _remove_hpc_checkpoints(ckpt_dir)
+        _remove_hpc_checkpoints(ckpt_dir, ckpt_io)
     trainer.strategy.barrier("remove_hpc_checkpoints")
     if cfg.val_tokens and module.last_val_step != steps_done:  # final held-out loss
         trainer.limit_val_batches = 1.0
         trainer.validate(module, datamodule=data, verbose=False)
         logs.flush(trainer, module)
 
-    model = _final_model(trainer, module)
+    model = full_model(trainer, module.model)
     if not trainer.is_global_zero:
         return None
     return _write_outputs(run, out, shard_dir, model, module, logs, precision, trainer.world_size, steps_done)
