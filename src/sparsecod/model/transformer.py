@@ -13,7 +13,7 @@ passes any sequence of block-like modules (the model's own blocks reordered or o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,16 +50,20 @@ class BlockTrace:
     attn_probs: torch.Tensor | None = None
 
 
-@dataclass
 class ForwardContext:
-    """Per-forward state shared by all blocks: RoPE tables, capture switches, collected results."""
+    """Per-forward state shared by all blocks: RoPE tables, capture switches, collected results.
 
-    cos: torch.Tensor
-    sin: torch.Tensor
-    capture: bool = False
-    attn_probs: bool = False
-    traces: list[BlockTrace] = field(default_factory=list)
-    moe_aux: list[MoEAux] = field(default_factory=list)
+    A plain class, not a dataclass: FSDP2 rebuilds dataclass arguments of a sharded module (dataclasses.replace,
+    to hook their tensors), which would leave every block appending to its own copy of `traces` / `moe_aux`.
+    """
+
+    def __init__(
+        self, cos: torch.Tensor, sin: torch.Tensor, capture: bool = False, attn_probs: bool = False,
+        traces: list[BlockTrace] | None = None, moe_aux: list[MoEAux] | None = None,
+    ) -> None:
+        self.cos, self.sin, self.capture, self.attn_probs = cos, sin, capture, attn_probs
+        self.traces: list[BlockTrace] = [] if traces is None else traces
+        self.moe_aux: list[MoEAux] = [] if moe_aux is None else moe_aux
 
 
 class Block(nn.Module):

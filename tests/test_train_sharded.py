@@ -1,0 +1,119 @@
+"""Sharded training (`train.strategy: fsdp2`, train/parallel.py) on CPU with gloo, 2 processes (issue 16.2).
+
+- the loss curve (and every logged statistic) equals one process with the same global batch within 1e-5 (fp32),
+  and the consolidated `model/` (read by sparsecod.load_model) equals the unsharded result: dense and MoE;
+- a run SIGKILLed after a sharded checkpoint and rerun equals an uninterrupted sharded run bit for bit (MoE,
+  bf16-mixed: the MixedPrecisionPolicy path with the fp32 router unit);
+- the checkpoint on disk is sharded (torch.distributed.checkpoint shards of both ranks behind the last.ckpt symlink).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import sparsecod
+from _train_testutil import one_thread, shard, tiny_run  # noqa: F401  (fixtures)
+from sparsecod.config import TrainConfig
+from sparsecod.model.config import ConfigError
+from sparsecod.train import read_log, train_run
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
+LOGS = ("train_log", "variance_log", "kurtosis_log", "val_log")
+
+
+def _cli(config: Path, out: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "sparsecod.cli", "train", "--config", str(config), "--out", str(out), "--no-progress"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    _, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
+def _sharded(run, **train):
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, devices=2, strategy="fsdp2", **train))
+
+
+def _state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return sparsecod.load_model(run_dir / "model").state_dict()
+
+
+@pytest.mark.parametrize("family", ["dense", "moe"])
+def test_two_sharded_processes_match_one_process(tmp_path, shard, family):  # noqa: F811
+    one = tiny_run(shard, family, steps=6, micro_batch=2, ckpt_every=4, kurtosis_every=2, val_tokens=64)
+    two = _sharded(one)
+    two.save(tmp_path / "two.yaml")
+    proc = _cli(tmp_path / "two.yaml", tmp_path / "two")
+    train_run(one, tmp_path / "one")
+    _finish(proc)
+
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["config"]["train"]["strategy"] == "fsdp2"
+    for name in LOGS:
+        a, b = read_log(tmp_path / "one", name), read_log(tmp_path / "two", name)
+        cols = [c for c in a.columns if c != "train_seconds"]
+        assert len(a) == len(b) > 0, name
+        np.testing.assert_allclose(b[cols].to_numpy(), a[cols].to_numpy(), rtol=0, atol=1e-5, err_msg=name)
+    sa, sb = _state(tmp_path / "one"), _state(tmp_path / "two")  # consolidated model/ vs the unsharded run
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sb[k].shape == sa[k].shape and sb[k].dtype == torch.float32, k
+        torch.testing.assert_close(sb[k], sa[k], rtol=0, atol=1e-5, msg=k)
+    # the periodic checkpoint at step 4 and the final one are sharded: both ranks' DCP shards behind the symlink
+    last = tmp_path / "two" / "checkpoints" / "last.ckpt"
+    assert last.is_symlink() and (last / "meta.pt").is_file() and (last / ".metadata").is_file()
+    assert len(list(last.glob("*.distcp"))) == 2
+    assert torch.load(last / "meta.pt", weights_only=False)["global_step"] == 6
+
+
+def test_sharded_kill_and_resume_equals_uninterrupted(tmp_path, shard):  # noqa: F811
+    run = _sharded(tiny_run(shard, "moe", steps=20, micro_batch=2, ckpt_every=4, kurtosis_every=5, var_every=2,
+                            val_every=10, val_tokens=64, precision="bf16-mixed"))
+    run.save(tmp_path / "run.yaml")
+    killed = _cli(tmp_path / "run.yaml", tmp_path / "k")
+    last = tmp_path / "k" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not (last / "meta.pt").is_file() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(killed.pid, signal.SIGKILL)  # both ranks, mid-run
+    killed.communicate()
+    assert not (tmp_path / "k" / "summary.json").exists(), "the run ended before it could be killed"
+
+    full = _cli(tmp_path / "run.yaml", tmp_path / "full")
+    _finish(full)
+    err = _finish(_cli(tmp_path / "run.yaml", tmp_path / "k"))
+    resumed = re.search(r"resuming from \S*last\.ckpt \(step (\d+)\)", err)
+    assert resumed and 0 < int(resumed.group(1)) < 20, err[-3000:]
+
+    sa, sb = _state(tmp_path / "full"), _state(tmp_path / "k")
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    for name in LOGS:
+        da, db = pd.read_parquet(tmp_path / "full" / f"{name}.parquet"), pd.read_parquet(tmp_path / "k" / f"{name}.parquet")
+        cols = [c for c in da.columns if c != "train_seconds"]
+        pd.testing.assert_frame_equal(da[cols], db[cols], check_exact=True, obj=name)
+    # one checkpoint directory is left: the one last.ckpt points to (the killed write's leftovers are gone)
+    hidden = sorted(p.name for p in (tmp_path / "k" / "checkpoints").glob(".last.ckpt.*"))
+    assert hidden == [os.readlink(tmp_path / "k" / "checkpoints" / "last.ckpt")]
+
+
+def test_fsdp1_strategy_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"train\.strategy=fsdp .*use train\.strategy: fsdp2"):
+        TrainConfig(strategy="fsdp")
