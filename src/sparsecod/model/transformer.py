@@ -107,6 +107,31 @@ class AffineBlock(nn.Module):
         return y
 
 
+CE_CHUNK_TOKENS = 4096  # tokens per chunk of the training loss: 4096 x V=50304 fp32 logits = 0.8 GB at a time
+
+
+def chunked_cross_entropy(h: torch.Tensor, lm_head: nn.Linear, targets: torch.Tensor,
+                          chunk: int = CE_CHUNK_TOKENS) -> torch.Tensor:
+    """Mean CE of lm_head(h) against targets (-100 = ignore) without holding all logits: h (B, T, d), targets (B, T).
+
+    Each chunk of `chunk` tokens computes its logits (fp32 for the softmax), sums its losses and frees them;
+    backward recomputes one chunk's logits at a time (activation checkpointing of the head only), so the
+    (B·T, V) fp32 logits and their softmax never exist at once. Same value as one F.cross_entropy up to the
+    order of the sum.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def chunk_loss(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(lm_head(hc).float(), tc, ignore_index=-100, reduction="sum")
+
+    flat_h, flat_t = h.flatten(0, 1), targets.flatten()
+    total = sum(
+        checkpoint(chunk_loss, hc, tc, use_reentrant=False)
+        for hc, tc in zip(flat_h.split(chunk), flat_t.split(chunk))
+    )
+    return total / (flat_t != -100).sum()
+
+
 @dataclass
 class ModelOutput:
     """logits (B, T, V) or None; loss: mean CE (+ weighted MoE aux loss) when targets were given."""
@@ -171,10 +196,14 @@ class Transformer(nn.Module):
         """idx (B, T) token ids; targets (B, T) with -100 = ignore. `blocks` defaults to self.blocks."""
         ctx = self.context(idx.shape[1], idx.device, capture=capture, attn_probs=attn_probs)
         x = self.run_blocks(self.embed(idx), self.blocks if blocks is None else blocks, ctx)
-        logits = self.head(x)
-        ce = loss = aux = None
+        ce = loss = aux = logits = None
+        if targets is not None and not return_logits and x.shape[:-1].numel() > CE_CHUNK_TOKENS:
+            ce = chunked_cross_entropy(self.final_norm(x), self.lm_head, targets)
+        else:
+            logits = self.head(x)
+            if targets is not None:
+                ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         if targets is not None:
-            ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
             aux = self.aux_loss(ctx)
             loss = ce if aux is None else ce + aux
         return ModelOutput(logits if return_logits else None, loss, ce, aux, ctx)
