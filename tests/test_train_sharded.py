@@ -26,8 +26,6 @@ import torch
 
 import sparsecod
 from _train_testutil import one_thread, shard, tiny_run  # noqa: F401  (fixtures)
-from sparsecod.config import TrainConfig
-from sparsecod.model.config import ConfigError
 from sparsecod.train import read_log, train_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
@@ -112,8 +110,3 @@ def test_sharded_kill_and_resume_equals_uninterrupted(tmp_path, shard):  # noqa:
     # one checkpoint directory is left: the one last.ckpt points to (the killed write's leftovers are gone)
     hidden = sorted(p.name for p in (tmp_path / "k" / "checkpoints").glob(".last.ckpt.*"))
     assert hidden == [os.readlink(tmp_path / "k" / "checkpoints" / "last.ckpt")]
-
-
-def test_fsdp1_strategy_is_refused_with_the_fix():
-    with pytest.raises(ConfigError, match=r"train\.strategy=fsdp .*use train\.strategy: fsdp2"):
-        TrainConfig(strategy="fsdp")
