@@ -4,7 +4,8 @@
   and the consolidated `model/` (read by sparsecod.load_model) equals the unsharded result: dense and MoE;
 - a run SIGKILLed after a sharded checkpoint and rerun equals an uninterrupted sharded run bit for bit (MoE,
   bf16-mixed: the MixedPrecisionPolicy path with the fp32 router unit);
-- the checkpoint on disk is sharded (torch.distributed.checkpoint shards of both ranks behind the last.ckpt symlink).
+- the checkpoint on disk is sharded (torch.distributed.checkpoint shards of both ranks behind the last.ckpt symlink);
+- under bf16-mixed the blocks compute with bf16 weights, the router and the root in fp32, gradients are fp32.
 """
 
 from __future__ import annotations
@@ -110,3 +111,37 @@ def test_sharded_kill_and_resume_equals_uninterrupted(tmp_path, shard):  # noqa:
     # one checkpoint directory is left: the one last.ckpt points to (the killed write's leftovers are gone)
     hidden = sorted(p.name for p in (tmp_path / "k" / "checkpoints").glob(".last.ckpt.*"))
     assert hidden == [os.readlink(tmp_path / "k" / "checkpoints" / "last.ckpt")]
+
+
+def test_bf16_mixed_sharding_computes_in_bf16_and_keeps_fp32_gradients(tmp_path):
+    """One gloo process: block matmul weights are bf16 in the forward, the router's and the LM head's fp32; the
+    sharded parameters and their gradients (reduced in fp32) stay fp32 DTensors."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor
+
+    from _train_testutil import MODELS
+    from sparsecod.model import Transformer
+    from sparsecod.train.parallel import mixed_precision_policy, shard_model
+
+    policy = mixed_precision_policy("bf16-mixed")
+    assert policy.param_dtype == torch.bfloat16 and policy.reduce_dtype == torch.float32
+    assert not policy.cast_forward_inputs and mixed_precision_policy("32-true") is None
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = Transformer(MODELS["moe"])
+        shard_model(model, init_device_mesh("cpu", (1,)), "bf16-mixed")
+        seen = {}
+        block = model.blocks[0]
+        for name, mod in {"qkv": block.attn.qkv, "router": block.ffn.router, "head": model.lm_head}.items():
+            mod.register_forward_pre_hook(lambda m, _args, n=name: seen.update({n: m.weight.dtype}) and None)
+        idx = torch.randint(0, 96, (2, 16))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(idx, idx, return_logits=False)
+        out.loss.backward()
+        assert seen == {"qkv": torch.bfloat16, "router": torch.float32, "head": torch.float32}
+        for name, p in model.named_parameters():
+            assert isinstance(p, DTensor) and p.dtype == torch.float32 and p.grad.dtype == torch.float32, name
+    finally:
+        dist.destroy_process_group()
