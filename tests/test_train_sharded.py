@@ -109,8 +109,8 @@ def test_sharded_kill_and_resume_equals_uninterrupted(tmp_path, shard):  # noqa:
         cols = [c for c in da.columns if c != "train_seconds"]
         pd.testing.assert_frame_equal(da[cols], db[cols], check_exact=True, obj=name)
     # one checkpoint directory is left: the one last.ckpt points to (the killed write's leftovers are gone)
-    hidden = sorted(p.name for p in (tmp_path / "k" / "checkpoints").glob(".last.ckpt.*"))
-    assert hidden == [os.readlink(tmp_path / "k" / "checkpoints" / "last.ckpt")]
+    shards = sorted(f".shards/{p.name}" for p in (tmp_path / "k" / "checkpoints" / ".shards").iterdir())
+    assert shards == [os.readlink(tmp_path / "k" / "checkpoints" / "last.ckpt")]
 
 
 def test_bf16_mixed_sharding_computes_in_bf16_and_keeps_fp32_gradients(tmp_path):

@@ -7,9 +7,10 @@ new one, never a torn file:
 
 - single file (one device, DDP; rank 0 only): written to `.<name>.tmp`, flushed to disk, then `os.replace`d.
 - sharded (FSDP2, torch.distributed.checkpoint; all ranks, `save_sharded`): every rank writes its shard into a
-  fresh hidden directory `.<name>.<step>-<nonce>/`; after a barrier rank 0 adds `meta.pt` (the non-tensor state:
+  fresh directory `.shards/<name>.<step>-<nonce>/`; after a barrier rank 0 adds `meta.pt` (the non-tensor state:
   loops, callbacks, schedulers) and points the symlink `<name>` at that directory with one `os.replace`; the
-  directory it pointed at before (and any left by a killed write) is removed afterwards.
+  directory it pointed at before (and any left by a killed write) is removed afterwards. The directories live in
+  `.shards/` so that Lightning's scan for `hpc_ckpt_<n>` names sees only the symlinks.
 
 `saved_step(path)` is the step of the last checkpoint this plugin wrote at `path` (rank 0 knows it for single files,
 every rank for sharded ones).
@@ -27,6 +28,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 META_FILE = "meta.pt"  # Lightning's name for the non-tensor part of a sharded checkpoint (its loader reads it)
+SHARDS_DIR = ".shards"  # next to the checkpoints: the directories their symlinks point to
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -83,7 +85,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         step = int(checkpoint.get("global_step", -1))
         nonce = uuid.uuid4().hex[:8] if rank == 0 else None
         nonce = _broadcast(nonce)
-        target = path.with_name(f".{path.name}.{step}-{nonce}")
+        target = path.parent / SHARDS_DIR / f"{path.name}.{step}-{nonce}"
         dcp_save(shards, checkpoint_id=target)
         barrier()
         if rank == 0:
@@ -98,10 +100,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 shutil.rmtree(path)
             link_tmp = path.with_name(f".{path.name}.link.tmp")
             link_tmp.unlink(missing_ok=True)
-            link_tmp.symlink_to(target.name)
+            link_tmp.symlink_to(Path(SHARDS_DIR) / target.name)
             os.replace(link_tmp, path)
             _fsync_dir(path.parent)
-            for stale in path.parent.glob(f".{path.name}.*-*"):  # the previous target, and writes cut short
+            for stale in target.parent.glob(f"{path.name}.*-*"):  # the previous target, and writes cut short
                 if stale != target and stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
         barrier()
