@@ -87,6 +87,7 @@ def test_sharded_kill_and_resume_equals_uninterrupted(tmp_path, shard):  # noqa:
     run = _sharded(tiny_run(shard, "moe", steps=20, micro_batch=2, ckpt_every=4, kurtosis_every=5, var_every=2,
                             val_every=10, val_tokens=64, precision="bf16-mixed"))
     run.save(tmp_path / "run.yaml")
+    full = _cli(tmp_path / "run.yaml", tmp_path / "full")  # the uninterrupted reference, alongside
     killed = _cli(tmp_path / "run.yaml", tmp_path / "k")
     last = tmp_path / "k" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
@@ -96,7 +97,6 @@ def test_sharded_kill_and_resume_equals_uninterrupted(tmp_path, shard):  # noqa:
     killed.communicate()
     assert not (tmp_path / "k" / "summary.json").exists(), "the run ended before it could be killed"
 
-    full = _cli(tmp_path / "run.yaml", tmp_path / "full")
     _finish(full)
     err = _finish(_cli(tmp_path / "run.yaml", tmp_path / "k"))
     resumed = re.search(r"resuming from \S*last\.ckpt \(step (\d+)\)", err)
