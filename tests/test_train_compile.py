@@ -25,8 +25,14 @@ def test_compile_setting_is_on_for_cuda_only_under_auto():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("family", ["dense", "moe"])
-def test_compiled_blocks_give_the_eager_loss_and_gradients(family):
+@pytest.mark.parametrize(("family", "ce_chunk"), [("dense", None), ("dense", 7), ("moe", None)])
+def test_compiled_blocks_give_the_eager_loss_and_gradients(family, ce_chunk, monkeypatch):
+    """fp32 on CPU; the MoE's experts run eagerly inside the compiled block; ce_chunk: the chunked loss compiled."""
+    if ce_chunk is not None:
+        import sparsecod.model.transformer as tr
+
+        monkeypatch.setattr(tr, "CE_CHUNK_TOKENS", ce_chunk)
+    torch._dynamo.reset()
     torch.manual_seed(0)
     eager = Transformer(MODELS[family])
     compiled = copy.deepcopy(eager)

@@ -197,8 +197,8 @@ class Transformer(nn.Module):
         ctx = self.context(idx.shape[1], idx.device, capture=capture, attn_probs=attn_probs)
         x = self.run_blocks(self.embed(idx), self.blocks if blocks is None else blocks, ctx)
         ce = loss = aux = logits = None
-        if targets is not None and not return_logits and x.shape[:-1].numel() > CE_CHUNK_TOKENS:
-            ce = chunked_cross_entropy(self.final_norm(x), self.lm_head, targets)
+        if targets is not None and not return_logits:
+            ce = self.lm_loss(x, targets)
         else:
             logits = self.head(x)
             if targets is not None:
@@ -207,6 +207,15 @@ class Transformer(nn.Module):
             aux = self.aux_loss(ctx)
             loss = ce if aux is None else ce + aux
         return ModelOutput(logits if return_logits else None, loss, ce, aux, ctx)
+
+    def lm_loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token CE of x_L (B, T, d) against targets (B, T) (-100 = ignore), logits never returned.
+
+        Above CE_CHUNK_TOKENS tokens the loss is chunked (`chunked_cross_entropy`): no full fp32 logits.
+        """
+        if x.shape[:-1].numel() > CE_CHUNK_TOKENS:
+            return chunked_cross_entropy(self.final_norm(x), self.lm_head, targets)
+        return F.cross_entropy(self.head(x).float().flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     def aux_loss(self, ctx: ForwardContext) -> torch.Tensor | None:
         """(w_lb/L)·Σ_l L_lb,l + (w_z/L)·Σ_l L_z,l over the MoE layers that ran (spec §1.3); None if dense."""

@@ -19,8 +19,9 @@ on how parameters are laid out over devices lives here (torchtitan's `paralleliz
   no unsharded copy kept), which sums to the same gradient as DDP's single all-reduce.
 - `clip_grad_norm`: global L2 norm over plain or sharded (DTensor) gradients, then clipping.
 - `full_model`: the consolidated Transformer (rank 0) that `sparsecod.model.save_model` writes as `model/`.
-- `compile_blocks`: `torch.compile` of every block's forward in place (`train.compile`); parameter names, and so
-  state dicts and checkpoints, do not change, and FSDP's hooks stay outside the compiled region.
+- `compile_blocks`: `torch.compile` of every block's forward and of the loss head in place (`train.compile`);
+  parameter names, and so state dicts and checkpoints, do not change, and FSDP's hooks stay outside the compiled
+  region.
 """
 
 from __future__ import annotations
@@ -152,8 +153,15 @@ def resolve_compile(setting: str | bool, device_type: str) -> bool:
 
 
 def compile_blocks(model: Transformer) -> None:
-    """torch.compile every block's forward in place (names, state dicts and FSDP hooks unchanged)."""
+    """torch.compile every block's forward and the training loss (`lm_loss`) in place.
+
+    Parameter names, state dicts and FSDP hooks are unchanged (the compiled functions are instance attributes;
+    the modules stay where they are). Idempotent.
+    """
     for block in model.blocks:
         if not getattr(block, "_sparsecod_compiled", False):
             block.forward = torch.compile(block.forward)
             block._sparsecod_compiled = True
+    if not getattr(model, "_sparsecod_compiled", False):
+        model.lm_loss = torch.compile(model.lm_loss)
+        model._sparsecod_compiled = True
