@@ -27,6 +27,7 @@ import torch
 
 import sparsecod
 from _train_testutil import one_thread, shard, tiny_run  # noqa: F401  (fixtures)
+from sparsecod.model.config import ConfigError
 from sparsecod.train import read_log, train_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
@@ -81,6 +82,11 @@ def test_two_sharded_processes_match_one_process(tmp_path, shard, family):  # no
     assert last.is_symlink() and (last / "meta.pt").is_file() and (last / ".metadata").is_file()
     assert len(list(last.glob("*.distcp"))) == 2
     assert torch.load(last / "meta.pt", weights_only=False)["global_step"] == 6
+    # a checkpoint resumes only under the layout that wrote it (Lightning loads nothing else)
+    with pytest.raises(ConfigError, match=r"sharded by train\.strategy=fsdp2.*set train\.strategy: fsdp2"):
+        train_run(one, tmp_path / "two")
+    with pytest.raises(ConfigError, match=r"as one file .*set train\.strategy: ddp"):
+        train_run(two, tmp_path / "one")
 
 
 def test_sharded_kill_and_resume_equals_uninterrupted(tmp_path, shard):  # noqa: F811

@@ -18,6 +18,7 @@ from .model.config import ConfigError, ModelConfig
 
 
 PRECISIONS = frozenset({"bf16-mixed", "bf16-true", "32-true", "64-true"})
+SHARDED_STRATEGY = "fsdp2"  # train.strategy of sharded training (train/parallel.py); every other value is Lightning's
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,9 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 
-from ..config import TrainConfig
+from ..config import SHARDED_STRATEGY, TrainConfig
 from ..model.transformer import Transformer
 from .checkpoint_io import AtomicCheckpointIO
-
-SHARDED_STRATEGY = "fsdp2"
 
 
 def build_strategy(cfg: TrainConfig, precision: str):

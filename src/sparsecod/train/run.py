@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig, TrainConfig
+from ..config import SHARDED_STRATEGY, RunConfig, TrainConfig
 from ..fileio import write_json_atomic
 from ..model.config import ConfigError
 from ..model.io import save_model
@@ -148,6 +148,13 @@ def _check_resume(run: RunConfig, ckpt_dir: Path) -> Path | None:
         raise ConfigError(
             f"{resume} was written for a different configuration (differs in {diff}); "
             f"delete {ckpt_dir} to start this run from scratch"
+        )
+    if resume.is_dir() != (run.train.strategy == SHARDED_STRATEGY):  # Lightning loads only its own layout
+        layout = f"sharded by train.strategy={SHARDED_STRATEGY}" if resume.is_dir() else "as one file (not sharded)"
+        fix = SHARDED_STRATEGY if resume.is_dir() else "ddp (or auto)"
+        raise ConfigError(
+            f"{resume} was written {layout}, train.strategy={run.train.strategy} cannot resume it: "
+            f"set train.strategy: {fix} to finish this run, or delete {ckpt_dir} to start it from scratch"
         )
     return resume
 
