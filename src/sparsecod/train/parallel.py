@@ -110,10 +110,6 @@ class FSDP2Strategy(ModelParallelStrategy):
         shards |= {f"optimizer_{i}": s for i, s in enumerate(checkpoint.pop("optimizer_states", []))}
         io.save_sharded(checkpoint, shards, path, rank=self.global_rank, barrier=self.barrier)
 
-    def remove_checkpoint(self, filepath) -> None:
-        if self.is_global_zero:
-            self.checkpoint_io.remove_checkpoint(filepath)
-
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
     """Global L2 norm of the gradients of `params` (plain or DTensor shards) before clipping; clips when max_norm > 0."""
