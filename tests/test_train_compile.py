@@ -67,3 +67,17 @@ def test_dense_block_compiles_to_one_graph(capture):
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
     assert len(ctx.traces) == (1 if capture else 0)  # the trace side effect survives compilation
+
+
+@pytest.mark.integration
+def test_fp32_moe_block_breaks_only_around_the_eager_experts():
+    """grouped_mm has no fp32 meta function: the experts run eagerly (torch.compiler.disable), nothing else breaks."""
+    torch.manual_seed(0)
+    model = Transformer(MODELS["moe"])
+    x = torch.randn(2, 16, MODELS["moe"].d_model, requires_grad=True)
+    ctx = model.context(16, x.device)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model.blocks[0].forward)(x, ctx)
+    reasons = [str(r.reason) for r in explanation.break_reasons]
+    assert reasons and all("_experts" in r and "torch.compiler.disable" in r for r in reasons), reasons
+    assert len(ctx.moe_aux) == 1
