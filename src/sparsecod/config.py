@@ -97,7 +97,9 @@ class TrainConfig:
         if self.compile not in (True, False, "auto"):
             raise ConfigError(f"train.compile={self.compile!r} must be auto (on for CUDA), true or false")
         if self.loader_workers < 0:
-            raise ConfigError(f"train.loader_workers must be >= 0 (0 = load in the training process), got {self.loader_workers}")
+            raise ConfigError(
+                f"train.loader_workers must be >= 0 (0 = load in the training process), got {self.loader_workers}"
+            )
         if not self.max_loss > 0:
             raise ConfigError(f"train.max_loss must be > 0, got {self.max_loss}")
         if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:

@@ -104,7 +104,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         """Sharded, atomic (AtomicCheckpointIO.save_sharded); collective over all ranks."""
         io = self.checkpoint_io
         if not isinstance(io, AtomicCheckpointIO):
-            raise TypeError(f"{type(self).__name__} writes checkpoints through AtomicCheckpointIO, got {type(io).__name__}")
+            raise TypeError(f"{type(self).__name__} writes through AtomicCheckpointIO, got {type(io).__name__}")
         path = Path(self.broadcast(str(filepath)))
         shards = {"state_dict": checkpoint.pop("state_dict")}
         shards |= {f"optimizer_{i}": s for i, s in enumerate(checkpoint.pop("optimizer_states", []))}
@@ -112,7 +112,7 @@ class FSDP2Strategy(ModelParallelStrategy):
 
 
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Global L2 norm of the gradients of `params` (plain or DTensor shards) before clipping; clips when max_norm > 0."""
+    """Global L2 norm of the gradients of `params` (plain or DTensor shards) before clipping; clips if max_norm > 0."""
     from torch.distributed.tensor import DTensor
 
     grads = [p.grad for p in params if p.grad is not None]

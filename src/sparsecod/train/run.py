@@ -224,7 +224,8 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     ckpt_io = AtomicCheckpointIO()
     bar = [TQDMProgressBar(refresh_rate=max(1, min(50, cfg.last_step // 100)))] if progress_bar else []
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=build_strategy(cfg, precision),
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=build_strategy(cfg, precision),
         precision=precision, max_steps=cfg.last_step, max_epochs=-1, logger=False,
         callbacks=[logs, AtomicCheckpoint(ckpt_dir, cfg.ckpt_every), *bar, *callbacks],
         enable_model_summary=False, enable_progress_bar=progress_bar, use_distributed_sampler=False,
