@@ -5,6 +5,7 @@
 - a run SIGKILLed after a sharded checkpoint and rerun equals an uninterrupted sharded run bit for bit (MoE,
   bf16-mixed: the MixedPrecisionPolicy path with the fp32 router unit);
 - the checkpoint on disk is sharded (torch.distributed.checkpoint shards of both ranks behind the last.ckpt symlink);
+- Slurm requeue: SIGURG -> a sharded hpc_ckpt_1.ckpt and `scontrol requeue`; the rerun resumes bit for bit;
 - under bf16-mixed the blocks compute with bf16 weights, the router and the root in fp32, gradients are fp32.
 """
 
@@ -34,9 +35,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 LOGS = ("train_log", "variance_log", "kurtosis_log", "val_log")
 
 
-def _cli(config: Path, out: Path) -> subprocess.Popen:
+def _cli(config: Path, out: Path, extra_env: dict | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(OMP_NUM_THREADS="1")
+    env.update(OMP_NUM_THREADS="1", **(extra_env or {}))
     cmd = [sys.executable, "-m", "sparsecod.cli", "train", "--config", str(config), "--out", str(out), "--no-progress"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -151,3 +152,48 @@ def test_bf16_mixed_sharding_computes_in_bf16_and_keeps_fp32_gradients(tmp_path)
             assert isinstance(p, DTensor) and p.dtype == torch.float32 and p.grad.dtype == torch.float32, name
     finally:
         dist.destroy_process_group()
+
+
+def test_sharded_slurm_requeue_checkpoint_resumes_to_the_uninterrupted_weights(tmp_path, shard):  # noqa: F811
+    """Under Slurm (fake job, `scontrol` stubbed) SIGURG makes Lightning save hpc_ckpt_1.ckpt through the sharded
+    writer (a symlink to DCP shards) and requeue; after a SIGKILL the rerun resumes from it, removes it at the end
+    and ends with the weights and logs of an uninterrupted run. One device: a multi-device job started from one Slurm
+    task has no requeue handler and resumes from last.ckpt (the kill-and-resume test above)."""
+    run = tiny_run(shard, "gqa", steps=120, ckpt_every=10, var_every=5, val_tokens=64, strategy="fsdp2")
+    run.save(tmp_path / "run.yaml")
+    stub_bin, calls = tmp_path / "stub_bin", tmp_path / "scontrol_calls.txt"
+    stub_bin.mkdir()
+    (stub_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    (stub_bin / "scontrol").chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_ID": "4243", "SLURM_NODELIST": "localhost",
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "train",
+             "PATH": f"{stub_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = _cli(tmp_path / "run.yaml", tmp_path / "k", extra_env=slurm)
+    full = _cli(tmp_path / "run.yaml", tmp_path / "full")
+    ckpts = tmp_path / "k" / "checkpoints"
+
+    def wait_for(path: Path) -> None:
+        deadline = time.time() + 200
+        while not path.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+
+    wait_for(ckpts / "last.ckpt" / "meta.pt")
+    proc.send_signal(signal.SIGURG)
+    wait_for(calls)  # written after hpc_ckpt_1.ckpt
+    proc.kill()
+    _, err = proc.communicate()
+    hpc = ckpts / "hpc_ckpt_1.ckpt"
+    assert hpc.is_symlink() and (hpc / "meta.pt").is_file(), err[-3000:]
+    assert calls.read_text() == "requeue 4243\n" and not (tmp_path / "k" / "summary.json").exists()
+    err = _finish(_cli(tmp_path / "run.yaml", tmp_path / "k", extra_env=slurm))
+    _finish(full)
+    resumed = re.search(r"resuming from \S*(?:hpc_ckpt_1|last)\.ckpt \(step (\d+)\)", err)
+    assert resumed and 0 < int(resumed.group(1)) < 120, err[-3000:]
+    assert not hpc.exists() and not hpc.is_symlink() and (ckpts / "last.ckpt").is_symlink()
+    assert [f".shards/{p.name}" for p in (ckpts / ".shards").iterdir()] == [os.readlink(ckpts / "last.ckpt")]
+    sa, sb = _state(tmp_path / "full"), _state(tmp_path / "k")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    for name in LOGS:
+        da, db = pd.read_parquet(tmp_path / "full" / f"{name}.parquet"), pd.read_parquet(tmp_path / "k" / f"{name}.parquet")
+        cols = [c for c in da.columns if c != "train_seconds"]
+        pd.testing.assert_frame_equal(da[cols], db[cols], check_exact=True, obj=name)
