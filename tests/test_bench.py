@@ -24,6 +24,7 @@ EXPECTED = {
     "bench_plan.py": {"jobs_paper", "jobs_smoke", "plan_s_paper", "plan_s_smoke", "load_start", "load_end"},
     "bench_analysis.py": {"jacobian_speedup", "causal_speedup", "permutation_speedup", "suite_s", "load_start",
                           "load_end"},
+    "bench_compile.py": {"speedup", "speedup_fastest", "eager_ms", "compiled_ms", "compile_s", "load_start", "load_end"},
 }
 
 

@@ -343,3 +343,46 @@ def test_params_cli_csv(capsys) -> None:
     row = dict(zip(lines[0].split(","), lines[2].split(",")))
     assert row["run_id"] == "moe-2BA400M"
     assert abs(int(row["active_params"]) / 0.360e9 - 1) < 0.005
+
+
+def test_router_counts_equal_bincount_without_it() -> None:
+    """Tokens per expert are counted on the device (scatter_add_, no host sync); same as bincount."""
+    router = _model(MOE).blocks[0].ffn.router
+    _, top_i, aux = router(torch.randn(37, 64))
+    assert aux.counts.dtype == torch.int64
+    assert torch.equal(aux.counts, torch.bincount(top_i.flatten(), minlength=router.n_experts))
+
+
+def test_chunked_cross_entropy_equals_full_forward_and_backward() -> None:
+    from sparsecod.model.transformer import chunked_cross_entropy
+
+    model = _model(DENSE)
+    idx, targets = _tokens(3, 12), _tokens(3, 12, seed=2)
+    targets[0, -3:] = -100
+    results = []
+    for chunk in (None, 7):
+        model.zero_grad()
+        h = model.final_norm(model.run_blocks(model.embed(idx), model.blocks, model.context(12, idx.device)))
+        if chunk is None:
+            loss = F.cross_entropy(model.lm_head(h).float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        else:
+            loss = chunked_cross_entropy(h, model.lm_head, targets, chunk=chunk)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (l1, g1), (l2, g2) = results
+    torch.testing.assert_close(l2, l1, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+
+
+def test_training_forward_uses_the_chunked_loss_for_many_tokens(monkeypatch) -> None:
+    import sparsecod.model.transformer as tr
+
+    model = _model(MOE)
+    idx, targets = _tokens(2, 12), _tokens(2, 12, seed=3)
+    full = model(idx, targets)
+    monkeypatch.setattr(tr, "CE_CHUNK_TOKENS", 5)
+    chunked = model(idx, targets, return_logits=False)
+    assert chunked.logits is None
+    torch.testing.assert_close(chunked.ce_loss, full.ce_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(chunked.loss, full.loss, rtol=1e-6, atol=1e-6)

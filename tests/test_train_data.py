@@ -91,3 +91,17 @@ def test_heldout_windows_are_dealt_evenly_over_ranks():
     ids1 = np.concatenate(r1.chunks)
     assert len(ids0) == len(ids1) == 3 and sorted(np.concatenate([ids0, ids1])) == list(range(6))
     assert r0[0][0].tolist() == list(range(16))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_loader_workers_deliver_every_step_once_in_order(shard, workers):  # noqa: F811
+    """train.loader_workers: worker w yields steps start+w, start+w+W, ...; the DataLoader interleaves them in order."""
+    from torch.utils.data import DataLoader
+
+    win = TokenWindows(open_tokens(shard, "train"), 16)
+    sched = StepSchedule(len(win), 8, seed=3)
+    ds = StepBatches(win, sched, start_step=5, end_step=12, rank=1, world=2, micro_batch=2)
+    got = list(DataLoader(ds, batch_size=None, num_workers=workers))
+    assert [int(b["step"]) for b in got] == list(range(5, 12))
+    for b, want in zip(got, ds):
+        assert torch.equal(b["idx"], want["idx"])

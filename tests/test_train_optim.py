@@ -104,3 +104,17 @@ def test_schedule_config_errors_name_the_key():
         TrainConfig(precision="16-mixed")
     with pytest.raises(ConfigError, match="train.val_tokens"):
         TrainConfig(val_every=10, val_tokens=0)
+
+
+def test_adamw_is_fused_only_when_every_parameter_is_on_cuda():
+    opt, _ = build_optimizer(Transformer(MODELS["dense"]), TrainConfig(steps=10, warmup_steps=1))
+    assert not opt.defaults["fused"]  # CPU: PyTorch's default (foreach) implementation
+
+
+@pytest.mark.parametrize(("kwargs", "key"), [
+    ({"compile": "yes"}, "train.compile"), ({"loader_workers": -1}, "train.loader_workers"),
+    ({"strategy": "fsdp"}, "train.strategy"),
+])
+def test_parallel_and_loader_config_errors_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        TrainConfig(**kwargs)

@@ -131,6 +131,28 @@ def test_micro_batch_size_does_not_change_training(tmp_path, shard):  # noqa: F8
         np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_loader_workers_and_compile_do_not_change_training(tmp_path, shard):  # noqa: F811
+    """train.loader_workers: the same batches, bit for bit; train.compile: true (blocks and loss) within 1e-5."""
+    plain = tiny_run(shard, "dense", steps=4, kurtosis_every=2)
+    train_run(plain, tmp_path / "plain")
+    workers = dataclasses.replace(plain, train=dataclasses.replace(plain.train, loader_workers=2))
+    train_run(workers, tmp_path / "workers")
+    _assert_same_weights(tmp_path / "plain", tmp_path / "workers")
+    _logs_equal(tmp_path / "plain", tmp_path / "workers")
+    compiled = dataclasses.replace(plain, train=dataclasses.replace(plain.train, compile=True))
+    seen = []
+
+    class _SeeCompiled(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            seen.append(all(getattr(b, "_sparsecod_compiled", False) for b in pl_module.model.blocks))
+
+    train_run(compiled, tmp_path / "compiled", callbacks=[_SeeCompiled()])
+    assert seen == [True]
+    a, b = read_log(tmp_path / "plain", "train_log"), read_log(tmp_path / "compiled", "train_log")
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=0, atol=1e-5)
+    _assert_same_weights(tmp_path / "plain", tmp_path / "compiled", atol=1e-5)
+
+
 def test_variance_log_equals_numpy_on_the_initial_model(tmp_path, shard):  # noqa: F811
     """Step-0 rows (pre-update weights, spec M1) recomputed with NumPy from the seeded initial model."""
     run = tiny_run(shard, "gqa", steps=2, micro_batch=2)

@@ -19,6 +19,7 @@ from .model.config import ConfigError, ModelConfig
 
 PRECISIONS = frozenset({"bf16-mixed", "bf16-true", "32-true", "64-true"})
 LOGGERS = frozenset({"csv", "tensorboard", "wandb"})  # Lightning loggers added next to the parquet logs
+SHARDED_STRATEGY = "fsdp2"  # train.strategy of sharded training (train/parallel.py); every other value is Lightning's
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    compile: bool = False
+    compile: bool | str = "auto"
+    loader_workers: int = 0
     max_loss: float = 1000.0
     act_ckpt: bool = False
     loggers: tuple[str, ...] = ()
@@ -94,6 +96,17 @@ class TrainConfig:
             raise ConfigError(
                 f"train.precision={self.precision!r} is not supported; use one of {sorted(PRECISIONS)} "
                 "(fp16 would need a loss scaler; the paper trains in bf16-mixed)"
+            )
+        if self.strategy == "fsdp":
+            raise ConfigError(
+                "train.strategy=fsdp (Lightning's FSDP1) cannot run this training loop (manual optimization, "
+                "bf16 gradient reduction); use train.strategy: fsdp2"
+            )
+        if self.compile not in (True, False, "auto"):
+            raise ConfigError(f"train.compile={self.compile!r} must be auto (on for CUDA), true or false")
+        if self.loader_workers < 0:
+            raise ConfigError(
+                f"train.loader_workers must be >= 0 (0 = load in the training process), got {self.loader_workers}"
             )
         if not self.max_loss > 0:
             raise ConfigError(f"train.max_loss must be > 0, got {self.max_loss}")

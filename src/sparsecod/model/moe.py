@@ -6,6 +6,12 @@ h expert inner width.
 Dispatch is dropless: the N·k (token, slot) pairs are sorted by expert, each expert runs only on
 its own contiguous block of rows (one `grouped_mm` per projection), and results are scattered
 back and summed over the k slots. Every expert never sees every token.
+
+Host syncs and torch.compile: tokens per expert are counted on the device (`scatter_add_`, not `bincount`,
+whose CUDA kernel reads its input's max back to the host), and the grouped_mm path needs no count on the host,
+so a CUDA training step never waits on the MoE. Only bf16 grouped_mm has a meta function (what torch.compile
+traces); in other dtypes, or with the per-expert loop, the expert computation runs eagerly inside a compiled
+block (`torch.compiler.disable`, one graph break per layer), which is correct and as fast as eager.
 """
 
 from __future__ import annotations
@@ -47,7 +53,10 @@ class Router(nn.Module):
             logits = F.linear(x.float(), self.weight.float())
         probs = logits.softmax(dim=-1)
         top_p, top_i = probs.topk(self.top_k, dim=-1)
-        counts = torch.bincount(top_i.flatten(), minlength=self.n_experts)
+        flat_i = top_i.flatten()
+        counts = torch.zeros(self.n_experts, dtype=torch.int64, device=x.device).scatter_add_(
+            0, flat_i, torch.ones_like(flat_i)
+        )  # == bincount(flat_i, minlength=E) without a host sync
         N = x.shape[0]
         lb = (self.n_experts / self.top_k) * (counts.float() / N * probs.mean(dim=0)).sum()
         z = logits.logsumexp(dim=-1).square().mean()
@@ -103,24 +112,35 @@ class Experts(nn.Module):
         gate, up, down = (w.to(dtype) for w in (self.gate, self.up, self.down))
         if impl == "auto":
             impl = "grouped_mm" if _grouped_mm_ok(dtype, gate.shape[1], gate.shape[2]) else "loop"
-        if impl == "grouped_mm":
-            # On CPU a 16-bit GEMM of a row count not seen before costs ~20x a repeat (a kernel is built per
-            # shape), and routing gives every expert a new count each step: padding the blocks to multiples of
-            # 32 rows keeps the shapes few (2x faster MoE steps in bf16, bench/README.md). GPUs need no padding.
-            dest = None
-            if x.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-                x, offs, dest = _bucketed(x, counts, CPU_16BIT_ROW_BUCKET)
-            else:
-                offs = counts.cumsum(0).to(torch.int32)
-            h = F.silu(F.grouped_mm(x, gate, offs=offs)) * F.grouped_mm(x, up, offs=offs)
-            y = F.grouped_mm(h, down, offs=offs)
-            return y if dest is None else y[dest]
-        if impl != "loop":
-            raise ValueError(f"unknown experts impl {impl!r}; use 'auto', 'grouped_mm' or 'loop'")
-        outs = []
-        for e, xe in enumerate(x.split(counts.tolist())):
-            outs.append((F.silu(xe @ gate[e]) * (xe @ up[e])) @ down[e])
-        return torch.cat(outs)
+        if torch.compiler.is_compiling() and (impl == "loop" or dtype != torch.bfloat16):
+            return _eager_experts(x, counts, gate, up, down, impl)
+        return _experts(x, counts, gate, up, down, impl)
+
+
+def _experts(x, counts, gate, up, down, impl: str) -> torch.Tensor:
+    """SwiGLU of every expert on its block of rows: x (M, d), counts (E,), gate/up (E, d, h), down (E, h, d)."""
+    if impl == "grouped_mm":
+        # On CPU a 16-bit GEMM of a row count not seen before costs ~20x a repeat (a kernel is built per
+        # shape), and routing gives every expert a new count each step: padding the blocks to multiples of
+        # 32 rows keeps the shapes few (2x faster MoE steps in bf16, bench/README.md). GPUs need no padding.
+        dest = None
+        if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+            x, offs, dest = _bucketed(x, counts, CPU_16BIT_ROW_BUCKET)
+        else:
+            offs = counts.cumsum(0).to(torch.int32)
+        h = F.silu(F.grouped_mm(x, gate, offs=offs)) * F.grouped_mm(x, up, offs=offs)
+        y = F.grouped_mm(h, down, offs=offs)
+        return y if dest is None else y[dest]
+    if impl != "loop":
+        raise ValueError(f"unknown experts impl {impl!r}; use 'auto', 'grouped_mm' or 'loop'")
+    outs = []
+    for e, xe in enumerate(x.split(counts.tolist())):
+        outs.append((F.silu(xe @ gate[e]) * (xe @ up[e])) @ down[e])
+    return torch.cat(outs)
+
+
+# what a compiled block calls where grouped_mm cannot be traced (module docstring)
+_eager_experts = torch.compiler.disable(_experts)
 
 
 class MoE(nn.Module):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,16 +55,20 @@ class BlockTrace:
     attn_probs: torch.Tensor | None = None
 
 
-@dataclass
 class ForwardContext:
-    """Per-forward state shared by all blocks: RoPE tables, capture switches, collected results."""
+    """Per-forward state shared by all blocks: RoPE tables, capture switches, collected results.
 
-    cos: torch.Tensor
-    sin: torch.Tensor
-    capture: bool = False
-    attn_probs: bool = False
-    traces: list[BlockTrace] = field(default_factory=list)
-    moe_aux: list[MoEAux] = field(default_factory=list)
+    A plain class, not a dataclass: FSDP2 rebuilds dataclass arguments of a sharded module (dataclasses.replace,
+    to hook their tensors), which would leave every block appending to its own copy of `traces` / `moe_aux`.
+    """
+
+    def __init__(
+        self, cos: torch.Tensor, sin: torch.Tensor, capture: bool = False, attn_probs: bool = False,
+        traces: list[BlockTrace] | None = None, moe_aux: list[MoEAux] | None = None,
+    ) -> None:
+        self.cos, self.sin, self.capture, self.attn_probs = cos, sin, capture, attn_probs
+        self.traces: list[BlockTrace] = [] if traces is None else traces
+        self.moe_aux: list[MoEAux] = [] if moe_aux is None else moe_aux
 
 
 def norm_scale(cfg: ModelConfig, index: int) -> float:
@@ -123,6 +127,31 @@ class AffineBlock(nn.Module):
         if ctx.capture:
             ctx.traces.append(BlockTrace(x, None, None, y))
         return y
+
+
+CE_CHUNK_TOKENS = 4096  # tokens per chunk of the training loss: 4096 x V=50304 fp32 logits = 0.8 GB at a time
+
+
+def chunked_cross_entropy(h: torch.Tensor, lm_head: nn.Linear, targets: torch.Tensor,
+                          chunk: int = CE_CHUNK_TOKENS) -> torch.Tensor:
+    """Mean CE of lm_head(h) against targets (-100 = ignore) without holding all logits: h (B, T, d), targets (B, T).
+
+    Each chunk of `chunk` tokens computes its logits (fp32 for the softmax), sums its losses and frees them;
+    backward recomputes one chunk's logits at a time (activation checkpointing of the head only), so the
+    (B·T, V) fp32 logits and their softmax never exist at once. Same value as one F.cross_entropy up to the
+    order of the sum.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    def chunk_loss(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(lm_head(hc).float(), tc, ignore_index=-100, reduction="sum")
+
+    flat_h, flat_t = h.flatten(0, 1), targets.flatten()
+    total = sum(
+        checkpoint(chunk_loss, hc, tc, use_reentrant=False)
+        for hc, tc in zip(flat_h.split(chunk), flat_t.split(chunk))
+    )
+    return total / (flat_t != -100).sum()
 
 
 @dataclass
@@ -189,13 +218,26 @@ class Transformer(nn.Module):
         """idx (B, T) token ids; targets (B, T) with -100 = ignore. `blocks` defaults to self.blocks."""
         ctx = self.context(idx.shape[1], idx.device, capture=capture, attn_probs=attn_probs)
         x = self.run_blocks(self.embed(idx), self.blocks if blocks is None else blocks, ctx)
-        logits = self.head(x)
-        ce = loss = aux = None
+        ce = loss = aux = logits = None
+        if targets is not None and not return_logits:
+            ce = self.lm_loss(x, targets)
+        else:
+            logits = self.head(x)
+            if targets is not None:
+                ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         if targets is not None:
-            ce = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
             aux = self.aux_loss(ctx)
             loss = ce if aux is None else ce + aux
         return ModelOutput(logits if return_logits else None, loss, ce, aux, ctx)
+
+    def lm_loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token CE of x_L (B, T, d) against targets (B, T) (-100 = ignore), logits never returned.
+
+        Above CE_CHUNK_TOKENS tokens the loss is chunked (`chunked_cross_entropy`): no full fp32 logits.
+        """
+        if x.shape[:-1].numel() > CE_CHUNK_TOKENS:
+            return chunked_cross_entropy(self.final_norm(x), self.lm_head, targets)
+        return F.cross_entropy(self.head(x).float().flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     def aux_loss(self, ctx: ForwardContext) -> torch.Tensor | None:
         """(w_lb/L)·Σ_l L_lb,l + (w_z/L)·Σ_l L_z,l over the MoE layers that ran (spec §1.3); None if dense."""

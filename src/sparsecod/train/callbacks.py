@@ -1,11 +1,9 @@
-"""Callbacks of a training run: log flushing and throughput, plain progress lines, atomic `last.ckpt` checkpoints."""
+"""Callbacks of a training run: log flushing and throughput, plain progress lines, periodic `last.ckpt` checkpoints."""
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -126,31 +124,14 @@ def _si(x: float) -> str:
     return f"{x:.0f}"
 
 
-def save_checkpoint_atomic(trainer: L.Trainer, filepath: str | os.PathLike) -> None:
-    """`trainer.save_checkpoint` to a temporary name, then rename (rank 0): a kill mid-write keeps the old file.
-
-    Collective: every rank must call it.
-    """
-    filepath = Path(filepath)
-    tmp = filepath.with_name(f".{filepath.name}.tmp")
-    trainer.save_checkpoint(tmp, weights_only=False)
-    if trainer.is_global_zero:
-        if filepath.is_dir() and not filepath.is_symlink():  # sharded (directory) checkpoints
-            shutil.rmtree(filepath)
-        os.replace(tmp, filepath)
-    trainer.strategy.barrier("save_checkpoint_atomic")
-
-
 class AtomicCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that only keeps `<dirpath>/last.ckpt`, every `every_n_train_steps`, written atomically."""
+    """ModelCheckpoint that only keeps `<dirpath>/last.ckpt`, every `every_n_train_steps`.
+
+    Written atomically by the run's CheckpointIO plugin (checkpoint_io.AtomicCheckpointIO), like every checkpoint.
+    """
 
     def __init__(self, dirpath: str | Path, every_n_train_steps: int) -> None:
         super().__init__(
             dirpath=str(dirpath), save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps,
             enable_version_counter=False, save_on_exception=False,
         )
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        save_checkpoint_atomic(trainer, filepath)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath

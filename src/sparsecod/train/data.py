@@ -97,7 +97,9 @@ class StepBatches(IterableDataset):
     """Yields one item per optimizer step from `start_step` to `end_step` (exclusive), for one rank.
 
     Item: {"step": int, "idx": (A, micro_batch, T) int64 windows}. The batch is chosen by step, not
-    by position in the iteration, so resuming at any step is exact.
+    by position in the iteration, so resuming at any step is exact. With W DataLoader workers, worker w yields
+    the steps start + w, start + w + W, ...; the DataLoader takes one item from each worker in turn, so the
+    steps arrive in order.
     """
 
     def __init__(
@@ -109,7 +111,9 @@ class StepBatches(IterableDataset):
         self.rank, self.world, self.micro_batch = rank, world, micro_batch
 
     def __iter__(self):
-        for step in range(self.start, self.end):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for step in range(self.start + worker, self.end, workers):
             ids = self.schedule.rank_ids(step, self.rank, self.world, self.micro_batch)
             yield {"step": step, "idx": self.windows.windows(ids)}
 

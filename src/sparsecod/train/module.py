@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig, TrainConfig
 from ..model.config import ConfigError
 from ..model.io import init_model
-from ..model.transformer import Transformer
 from ..data.shards import open_tokens
 from .data import IGNORE_INDEX, HeldoutWindows, StepBatches, StepSchedule, TokenWindows
 from .optim import build_optimizer
+from .parallel import clip_grad_norm
 from .stats import KurtosisAccumulator, VarianceAccumulator
 
 
@@ -92,7 +92,9 @@ class ShardData(L.LightningDataModule):
         rank, world = self._world()
         start = self.trainer.global_step if self.trainer is not None else 0
         ds = StepBatches(self.train_windows, self.schedule, start, self.cfg.last_step, rank, world, self.cfg.micro_batch)
-        return DataLoader(ds, batch_size=None, num_workers=0, pin_memory=torch.cuda.is_available())
+        workers = self.cfg.loader_workers
+        return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=False, prefetch_factor=2 if workers else None)
 
     def val_dataloader(self) -> DataLoader:
         if self.heldout_windows is None:
@@ -115,11 +117,10 @@ class LMTrainModule(L.LightningModule):
         self.run, self.cfg = run, run.train
         self.automatic_optimization = False
         self.model = init_model(run.model, self.cfg.seed)  # init (spec §1.5: seed for init and data order)
-        if self.cfg.act_ckpt:
+        if self.cfg.act_ckpt:  # before parallel.py compiles / shards it (train.compile, train.strategy)
             from .act_ckpt import apply_act_ckpt
 
             apply_act_ckpt(self.model)
-        self._forward = torch.compile(self.model.forward) if self.cfg.compile else self.model.forward
         self.log_rows: dict[str, list[dict]] = {"train_log": [], "variance_log": [], "kurtosis_log": [], "val_log": []}
         self.diverged: dict | None = None
         self.last_val_step: int | None = None
@@ -143,16 +144,8 @@ class LMTrainModule(L.LightningModule):
         return strategy.block_backward_sync() if skip and isinstance(strategy, ParallelStrategy) else nullcontext()
 
     def _clip_grad_norm(self) -> torch.Tensor:
-        """Global L2 norm of the gradients before clipping; clips to `grad_clip` when > 0."""
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        strategy, max_norm = self.trainer.strategy, self.cfg.grad_clip
-        if isinstance(strategy, FSDPStrategy):
-            return strategy.model.clip_grad_norm_(max_norm if max_norm > 0 else float("inf"))
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if max_norm > 0:
-            return torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return torch.nn.utils.get_total_norm([p.grad for p in params])
+        """Global L2 norm of the gradients before clipping (over all shards); clips to `grad_clip` when > 0."""
+        return clip_grad_norm([p for p in self.model.parameters() if p.grad is not None], self.cfg.grad_clip)
 
     # --- training ----------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -171,7 +164,7 @@ class LMTrainModule(L.LightningModule):
         for a in range(A):
             inputs, targets = TokenWindows.inputs_targets(idx[a])
             with self._no_sync(a < A - 1):
-                out = self._forward(inputs, targets, capture=var is not None or kurt is not None, return_logits=False)
+                out = self.model(inputs, targets, capture=var is not None or kurt is not None, return_logits=False)
                 if var is not None:
                     var.add(out.ctx.traces, self.model.final_norm)
                 if kurt is not None:
@@ -216,7 +209,7 @@ class LMTrainModule(L.LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         inputs, targets = TokenWindows.inputs_targets(batch)
-        out = self._forward(inputs, targets, return_logits=False)
+        out = self.model(inputs, targets, return_logits=False)
         n = int((targets != IGNORE_INDEX).sum())
         self._val += torch.tensor([out.ce_loss.double().item() * n, n], dtype=torch.float64)
 

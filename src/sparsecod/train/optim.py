@@ -39,8 +39,12 @@ def lr_factor(n: int, cfg: TrainConfig) -> float:
 
 
 def build_optimizer(model: Transformer, cfg: TrainConfig) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW(β1, β2, eps; PyTorch decoupled decay) over `param_groups`, and the per-update LambdaLR."""
+    """AdamW(β1, β2, eps; PyTorch decoupled decay) over `param_groups`, and the per-update LambdaLR.
+
+    Fused (one kernel for all parameters) when every parameter is on CUDA; PyTorch's default (foreach) otherwise.
+    """
     groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups(model, cfg.weight_decay)]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+    fused = all(p.is_cuda for g in groups for p in g["params"]) or None
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, fused=fused)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda last: lr_factor(last + 1, cfg))
     return opt, sched

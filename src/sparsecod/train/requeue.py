@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from .callbacks import save_checkpoint_atomic
 
 log = logging.getLogger("sparsecod.train")
 _HPC = re.compile(r"hpc_ckpt_(\d+)\.ckpt$")
@@ -64,7 +63,7 @@ class SyncedRequeue(Callback):
         seqs = [int(m.group(1)) for p in self.ckpt_dir.glob("hpc_ckpt_*.ckpt") if (m := _HPC.search(p.name))]
         n = trainer.strategy.broadcast(max(seqs, default=0) + 1, src=0)
         path = self.ckpt_dir / f"hpc_ckpt_{n}.ckpt"
-        save_checkpoint_atomic(trainer, path)
+        trainer.save_checkpoint(path, weights_only=False)  # atomic through the run's CheckpointIO plugin
         if trainer.is_global_zero:
             job = slurm_job_id()
             result = subprocess.run(["scontrol", "requeue", str(job)], capture_output=True, text=True, check=False)

@@ -2,9 +2,11 @@
 
 Layout of `<run_dir>/`:
     checkpoints/last.ckpt         Lightning checkpoint every ckpt_every steps and at the end (resume state;
-                                  not a workflow output, so it survives failed jobs)
+                                  not a workflow output, so it survives failed jobs); under train.strategy=fsdp2 a
+                                  symlink to a sharded torch.distributed.checkpoint directory (checkpoint_io.py)
     checkpoints/hpc_ckpt_*.ckpt   Lightning's SLURM auto-requeue checkpoints, written on SIGURG (_cluster_plugins;
                                   removed once the final last.ckpt exists)
+    (every checkpoint is written atomically by checkpoint_io.AtomicCheckpointIO, Lightning's CheckpointIO plugin)
     checkpoints/fingerprint.json  the configuration the checkpoints belong to
     log_parts/<log>/part-*.parquet  append-only log parts (see logs.py)
     train_log.parquet             per step: step, loss, ce, aux, lr, grad_norm, tokens, train_seconds
@@ -27,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -36,18 +37,18 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig, TrainConfig
+from ..config import SHARDED_STRATEGY, RunConfig, TrainConfig
 from ..fileio import write_json_atomic
 from ..model.config import ConfigError
 from ..model.io import save_model
-from ..model.transformer import Block, Transformer
+from .checkpoint_io import META_FILE, AtomicCheckpointIO, checkpoint_step
 from .logs import consolidate, read_log
 
 # train keys that may change between a checkpoint and its resume (hardware, logging, early stop)
 _RESUMABLE_KEYS = {
     "stop_after", "micro_batch", "devices", "num_nodes", "strategy", "accelerator", "ckpt_every",
     "var_every", "kurtosis_every", "val_every", "val_tokens", "compile", "max_loss",
-    "act_ckpt", "loggers",
+    "act_ckpt", "loggers", "loader_workers",
 }
 LOG_COLUMNS = {
     "train_log": ["step", "loss", "ce", "aux", "lr", "grad_norm", "tokens", "train_seconds"],
@@ -81,8 +82,8 @@ def _fingerprint(run: RunConfig) -> dict:
 
 def _loadable(path: Path) -> bool:
     """True if `path` opens as a torch checkpoint (a file cut short by a kill does not)."""
-    if path.is_dir():  # sharded checkpoint directory
-        return any(path.iterdir())
+    if path.is_dir():  # sharded checkpoint (a symlink to its directory); meta.pt is written after every shard
+        return (path / META_FILE).is_file()
     try:
         torch.load(path, map_location="cpu", mmap=True, weights_only=False)
         return True
@@ -101,27 +102,14 @@ def pick_checkpoint(ckpt_dir: Path) -> Path | None:
         if _loadable(path):
             return path
         warnings.warn(f"checkpoint {path} cannot be read (interrupted write?); ignoring it", stacklevel=2)
-        if path.name.startswith("hpc_ckpt_") and path.is_file():
-            path.unlink(missing_ok=True)
+        if path.name.startswith("hpc_ckpt_"):
+            AtomicCheckpointIO().remove_checkpoint(path)
     return None
 
 
-def _remove_hpc_checkpoints(ckpt_dir: Path) -> None:
+def _remove_hpc_checkpoints(ckpt_dir: Path, io: AtomicCheckpointIO) -> None:
     for stale in ckpt_dir.glob("hpc_ckpt_*.ckpt"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            stale.unlink(missing_ok=True)
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    """The optimizer steps done in a single-file checkpoint (None for a sharded directory or an unreadable file)."""
-    if not path.is_file():
-        return None
-    try:
-        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
-    except Exception:  # noqa: BLE001 - only used for the log line
-        return None
+        io.remove_checkpoint(stale)
 
 
 def _cluster_plugins(requeue_signal, devices: int = 1, num_nodes: int = 1) -> list:
@@ -164,6 +152,13 @@ def _check_resume(run: RunConfig, ckpt_dir: Path) -> Path | None:
             f"{resume} was written for a different configuration (differs in {diff}); "
             f"delete {ckpt_dir} to start this run from scratch"
         )
+    if resume.is_dir() != (run.train.strategy == SHARDED_STRATEGY):  # Lightning loads only its own layout
+        layout = f"sharded by train.strategy={SHARDED_STRATEGY}" if resume.is_dir() else "as one file (not sharded)"
+        fix = SHARDED_STRATEGY if resume.is_dir() else "ddp (or auto)"
+        raise ConfigError(
+            f"{resume} was written {layout}, train.strategy={run.train.strategy} cannot resume it: "
+            f"set train.strategy: {fix} to finish this run, or delete {ckpt_dir} to start it from scratch"
+        )
     return resume
 
 
@@ -184,30 +179,6 @@ def resolve_precision(cfg: TrainConfig) -> str:
         warnings.warn(f"train.precision={cfg.precision} is not supported on this accelerator; using 32-true", stacklevel=2)
         return "32-true"
     return cfg.precision
-
-
-def _strategy(cfg: TrainConfig):
-    if cfg.strategy == "fsdp":
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        # one FSDP unit per block; full (single-file) checkpoints so last.ckpt stays one file
-        return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full", sharding_strategy="FULL_SHARD")
-    return cfg.strategy
-
-
-def _final_model(trainer, module) -> Transformer | None:
-    """The trained Transformer on rank 0 (gathered from shards under FSDP), None on other ranks."""
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    if isinstance(trainer.strategy, FSDPStrategy):
-        state = trainer.strategy.lightning_module_state_dict()
-        if not trainer.is_global_zero:
-            return None
-        with torch.device("meta"):
-            model = Transformer(module.run.model)
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, assign=True)
-        return model
-    return module.model if trainer.is_global_zero else None
 
 
 def train_run(
@@ -248,9 +219,10 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     from lightning.pytorch.callbacks import TQDMProgressBar
 
     from ..model.flops import flops_per_token
-    from .callbacks import AtomicCheckpoint, ProgressLines, RunLogs, save_checkpoint_atomic
+    from .callbacks import AtomicCheckpoint, ProgressLines, RunLogs
     from .loggers import extra_loggers
     from .module import REQUEUE_SIGNAL, LMTrainModule, ShardData
+    from .parallel import build_strategy, compile_blocks, full_model, resolve_compile
     from .requeue import requeue_callbacks
 
     cfg = run.train
@@ -261,12 +233,14 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
     module = LMTrainModule(run)
     peak_flops = peak_flops or run.meta.get("peak_flops")  # else resources.gpu_peak_flops of the workflow config
     logs = RunLogs(out, cfg.tokens_per_step, flops_per_token(run.model, cfg.seq_len), peak_flops)
+    ckpt_io = AtomicCheckpointIO()
     every = max(1, min(50, cfg.last_step // 100))
     tty = progress_bar and sys.stderr.isatty()  # no terminal: plain lines, never progress-bar redraws in a log file
     bar = [TQDMProgressBar(refresh_rate=every)] if tty else []
     lines = [ProgressLines(logs, every, cfg.last_step)] if progress_bar and not tty else []
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, strategy=_strategy(cfg),
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=build_strategy(cfg, precision),
         precision=precision, max_steps=cfg.last_step, max_epochs=-1,
         logger=[logs.parquet, *extra_loggers(cfg.loggers, out, run.run_id)],
         callbacks=[logs, AtomicCheckpoint(ckpt_dir, cfg.ckpt_every), *bar, *lines, *callbacks,
@@ -274,8 +248,10 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
         enable_model_summary=False, enable_progress_bar=tty, use_distributed_sampler=False,
         num_sanity_val_steps=0, val_check_interval=cfg.val_every or None, check_val_every_n_epoch=None,
         limit_val_batches=1.0 if cfg.val_every else 0, default_root_dir=str(ckpt_dir), log_every_n_steps=1,
-        plugins=_cluster_plugins(REQUEUE_SIGNAL, cfg.devices, cfg.num_nodes),
+        plugins=[ckpt_io, *_cluster_plugins(REQUEUE_SIGNAL, cfg.devices, cfg.num_nodes)],
     )
+    if resolve_compile(cfg.compile, trainer.strategy.root_device.type):
+        compile_blocks(module.model)
     if trainer.is_global_zero:
         n = len(data.train_windows)
         log.info("train split: %d windows of %d tokens; %d steps x %d = %.3g epochs", n, cfg.seq_len, cfg.last_step,
@@ -286,7 +262,7 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
         if resume is None:
             write_json_atomic(ckpt_dir / "fingerprint.json", _fingerprint(run), sort_keys=False, allow_nan=False)
         log.info("run %s: %s", run.run_id,
-                 f"resuming from {resume} (step {_checkpoint_step(resume)})" if resume else "starting from scratch")
+                 f"resuming from {resume} (step {checkpoint_step(resume)})" if resume else "starting from scratch")
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if resume else None)
     steps_done = trainer.global_step
     if module.diverged is not None and trainer.is_global_zero:
@@ -296,20 +272,21 @@ def _train(run: RunConfig, out: Path, ckpt_dir: Path, shard_dir: Path, progress_
             "weights (summary.json has diverged: true)", DivergenceWarning, stacklevel=1,
         )
     # final checkpoint, so rerunning after a crash below (or a finished run) does no training
-    if steps_done > 0 and getattr(trainer.checkpoint_callback, "_last_global_step_saved", -1) != steps_done:
-        save_checkpoint_atomic(trainer, ckpt_dir / "last.ckpt")
+    last = ckpt_dir / "last.ckpt"
+    if steps_done > 0 and trainer.strategy.broadcast(ckpt_io.saved_step(last) != steps_done):  # rank 0 knows
+        trainer.save_checkpoint(last, weights_only=False)
     # Lightning's requeue checkpoints are superseded by last.ckpt now. Remove them before validate(): under Slurm,
     # validate() without ckpt_path loads the newest hpc_ckpt_*.ckpt (Lightning's auto-resume), which would put the
     # weights of the requeue point back into the model that is validated and saved.
     if trainer.is_global_zero:
-        _remove_hpc_checkpoints(ckpt_dir)
+        _remove_hpc_checkpoints(ckpt_dir, ckpt_io)
     trainer.strategy.barrier("remove_hpc_checkpoints")
     if cfg.val_tokens and module.last_val_step != steps_done:  # final held-out loss
         trainer.limit_val_batches = 1.0
         trainer.validate(module, datamodule=data, verbose=False)
         logs.flush(trainer, module)
 
-    model = _final_model(trainer, module)
+    model = full_model(trainer, module.model)
     if not trainer.is_global_zero:
         return None
     return _write_outputs(run, out, shard_dir, model, module, logs, precision, trainer.world_size, steps_done)
