@@ -29,7 +29,7 @@ KEPT_GAIN = {"abl-A0": 0.5, "abl-A1": 0.0, "abl-A2": 0.5, "abl-A3": -0.5, "abl-A
              "abl-A6": -1.0, "abl-A7": 2.5, "abl-A8": 4.5}
 
 
-SHARED_1B = 1024 / 4096  # strength of seq-4096, which gqa-G1 and dense-1B reuse (spec §3 E3-E5)
+SHARED_1B = 1024 / 4096  # strength of seq-4096, which gqa-G1 and dense-1B reuse (protocol §3 E3-E5)
 
 
 def strength(reg: Registry, run_id: str) -> float:

@@ -1,4 +1,4 @@
-"""Corpora (issue 3 item 2; spec §1.1, §1.6): builtin, local files via `datasets`, held-out rule, offline errors."""
+"""Corpora (issue 3 item 2; protocol §1.1, §1.6): builtin, local files via `datasets`, held-out rule, offline errors."""
 
 from __future__ import annotations
 

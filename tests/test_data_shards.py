@@ -1,4 +1,4 @@
-"""Token shards (issue 3 item 3; spec §1.1, §1.6): EOS per document, disjoint splits, caps, reproducibility,
+"""Token shards (issue 3 item 3; protocol §1.1, §1.6): EOS per document, disjoint splits, caps, reproducibility,
 idempotence, resumption, and the shard contract read by training."""
 
 from __future__ import annotations

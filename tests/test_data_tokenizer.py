@@ -1,4 +1,4 @@
-"""Tokenizers (issue 3 item 1; spec §1.1): the paper's GPT-NeoX/OLMo file, trained byte-level BPE, Hub errors."""
+"""Tokenizers (issue 3 item 1; protocol §1.1): the paper's GPT-NeoX/OLMo file, trained byte-level BPE, Hub errors."""
 
 from __future__ import annotations
 

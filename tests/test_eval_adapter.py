@@ -1,4 +1,4 @@
-"""lm-eval adapter `sparsecod` (issue 5, spec M12): log-likelihoods equal a direct computation with the model."""
+"""lm-eval adapter `sparsecod` (issue 5, protocol M12): log-likelihoods equal a direct computation with the model."""
 
 from __future__ import annotations
 

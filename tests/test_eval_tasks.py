@@ -1,4 +1,4 @@
-"""Offline task configuration and the offline guard of `sparsecod evaluate` (issue 5, spec M12)."""
+"""Offline task configuration and the offline guard of `sparsecod evaluate` (issue 5, protocol M12)."""
 
 from __future__ import annotations
 

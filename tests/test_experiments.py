@@ -1,4 +1,4 @@
-"""Run registry and workflow configs (issue 6; spec §3 E1-E7, Q1)."""
+"""Run registry and workflow configs (issue 6; protocol §3 E1-E7, Q1)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {scale: ROOT / "config" / f"{name}.yaml" for scale, name in
            [("paper", "config"), ("mini", "mini"), ("smoke", "smoke")]}
 
-# spec §3: run -> (L, d, H, H_kv, T, B, steps, λ)
+# protocol §3: run -> (L, d, H, H_kv, T, B, steps, λ)
 PAPER_RUNS = {
     "depth-L12": (12, 2048, 16, 16, 1024, 256, 38147, 0.1),
     "depth-L16": (16, 2048, 16, 16, 1024, 256, 38147, 0.1),
@@ -125,7 +125,7 @@ def test_every_scale_defines_the_same_runs(paper: Registry, scale: str) -> None:
 
 def test_each_group_scores_its_own_tasks_and_aliases_share_one_evaluation(paper: Registry) -> None:
     assert paper.evaluation_tasks("depth-L16") == ["mmlu", "arc_easy", "arc_challenge", "hellaswag"]  # Table 1
-    assert paper.evaluation_tasks("abl-A4") == ["arc_challenge", "hellaswag"]  # spec E6: Fig 1
+    assert paper.evaluation_tasks("abl-A4") == ["arc_challenge", "hellaswag"]  # protocol E6: Fig 1
     assert paper.evaluation_tasks("wd-0.1") == [] and not paper.spec("wd-0.1").evaluate
     cfg = copy.deepcopy(paper.config)
     cfg["groups"]["seqlen"]["evaluate"] = ["hellaswag"]

@@ -1,4 +1,4 @@
-"""M8/M9 attention sparsity and entropy (spec §2 M8, M9, Q3): hand-computed maps, chunking, model wiring."""
+"""M8/M9 attention sparsity and entropy (protocol §2 M8, M9, Q3): hand-computed maps, chunking, model wiring."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""M4 causal score (spec §2 M4, §7): identity blocks, cached prefix == recomputation, aggregation."""
+"""M4 causal score (protocol §2 M4, §7): identity blocks, cached prefix == recomputation, aggregation."""
 
 from __future__ import annotations
 

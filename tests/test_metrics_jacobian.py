@@ -1,4 +1,4 @@
-"""M3 averaged block Jacobian (spec §2 M3, §7): identity blocks, autograd reference, statistics, heatmap layers."""
+"""M3 averaged block Jacobian (protocol §2 M3, §7): identity blocks, autograd reference, statistics, heatmap layers."""
 
 from __future__ import annotations
 

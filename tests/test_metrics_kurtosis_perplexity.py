@@ -1,4 +1,4 @@
-"""M10 held-out kurtosis and M11 perplexity (spec §2 M10, M11, §7): Gaussian activations, uniform logits."""
+"""M10 held-out kurtosis and M11 perplexity (protocol §2 M10, M11, §7): Gaussian activations, uniform logits."""
 
 from __future__ import annotations
 

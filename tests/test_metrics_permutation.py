@@ -1,4 +1,4 @@
-"""M5 permutation score (spec §2 M5, §7): identical blocks, cached prefix == recomputation, baseline loss."""
+"""M5 permutation score (protocol §2 M5, §7): identical blocks, cached prefix == recomputation, baseline loss."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_cached_prefix_equals_recomputation_from_the_embedding(cfg, chain_tokens
 
 
 def test_baseline_loss_is_the_models_mean_cross_entropy() -> None:
-    """ℓ_0 = mean CE over the T−1 targets of every window (spec M5), checked against the model's own loss."""
+    """ℓ_0 = mean CE over the T−1 targets of every window (protocol M5), checked against the model's own loss."""
     model = tiny_model(DENSE)
     windows = tokens(4, 9)
     targets = windows.clone()

@@ -1,4 +1,4 @@
-"""Sample sets (spec §1.6) and analysis settings of the metric suite (issue 4)."""
+"""Sample sets (protocol §1.6) and analysis settings of the metric suite (issue 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""M6 usefulness (spec §2 M6, D1, §7): exactly affine blocks, a strongly non-linear block, the OLS solve."""
+"""M6 usefulness (protocol §2 M6, D1, §7): exactly affine blocks, a strongly non-linear block, the OLS solve."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""M7 weight sparsity (spec §2 M7): hand-built tensors and the parameter subsets of a model."""
+"""M7 weight sparsity (protocol §2 M7): hand-built tensors and the parameter subsets of a model."""
 
 from __future__ import annotations
 

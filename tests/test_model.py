@@ -1,4 +1,4 @@
-"""Model tests (issue 2; spec §1.2-§1.4): causality, RoPE, GQA, MoE dispatch and aux losses, interventions, sizes."""
+"""Model tests (issue 2; protocol §1.2-§1.4): causality, RoPE, GQA, MoE dispatch and aux losses, interventions, sizes."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_explicit_probs_path_matches_sdpa() -> None:
 
 
 def _moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:
-    """Slow per-token reference of spec §1.3 (raw softmax weights, shared expert mixing)."""
+    """Slow per-token reference of protocol §1.3 (raw softmax weights, shared expert mixing)."""
     flat = x.reshape(-1, x.shape[-1])
     probs = F.linear(flat.float(), moe.router.weight.float()).softmax(-1)
     k = moe.top_k
@@ -207,7 +207,7 @@ def test_balance_loss_is_one_under_uniform_routing() -> None:
 
 
 def test_aux_losses_hand_computed() -> None:
-    """E=2, k=1, 2 tokens; logits fixed by the router weight: hand-computed L_lb and L_z (spec §1.3)."""
+    """E=2, k=1, 2 tokens; logits fixed by the router weight: hand-computed L_lb and L_z (protocol §1.3)."""
     cfg = ModelConfig(n_layers=1, d_model=2, n_heads=1, n_kv_heads=1, d_ff=0, vocab_size=8, pad_vocab_to=8,
                       moe=MoEConfig(n_experts=2, top_k=1, d_expert=4))
     moe = Transformer(cfg).blocks[0].ffn

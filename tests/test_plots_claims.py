@@ -1,4 +1,4 @@
-"""Claims verdict (spec §3 E1–E6, §5): synthetic results where every claim holds, is reversed, or lacks runs."""
+"""Claims verdict (protocol §3 E1–E6, §5): synthetic results where every claim holds, is reversed, or lacks runs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tables 1–8 (spec §4): three formats, our values from the summary, the paper's from config/reference (§5)."""
+"""Tables 1–8 (protocol §4): three formats, our values from the summary, the paper's from config/reference (§5)."""
 
 from __future__ import annotations
 

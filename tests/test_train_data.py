@@ -1,4 +1,4 @@
-"""Training instances (spec §1.1): windows, targets, and the batch of every step as a function of (seed, step)."""
+"""Training instances (protocol §1.1): windows, targets, and the batch of every step as a function of (seed, step)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_step_batch_is_a_pure_function_of_seed_and_step():
         assert np.array_equal(a.global_ids(step), b.global_ids(step))
     assert not np.array_equal(a.global_ids(0), StepSchedule(100, 8, seed=1).global_ids(0))
     assert not np.array_equal(a.global_ids(0), a.global_ids(1))
-    # spec §1.1: globally shuffled, not stream order
+    # protocol §1.1: globally shuffled, not stream order
     assert not np.array_equal(a.global_ids(0), np.arange(8))
 
 

@@ -1,4 +1,4 @@
-"""Optimizer of spec §1.5: AdamW decay groups (matrices only) and the warmup + cosine LR schedule."""
+"""Optimizer of protocol §1.5: AdamW decay groups (matrices only) and the warmup + cosine LR schedule."""
 
 from __future__ import annotations
 

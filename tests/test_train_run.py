@@ -86,10 +86,10 @@ def test_cli_trains_each_family(tmp_path, shard, family):  # noqa: F811
 
 @pytest.mark.parametrize("family", ["gqa", "moe"])
 def test_one_step_equals_plain_adamw_on_the_global_batch(tmp_path, shard, family):  # noqa: F811
-    """Micro-batches of 2 with accumulation 4 == one clipped AdamW step on the global batch of 8 (spec §1.5).
+    """Micro-batches of 2 with accumulation 4 == one clipped AdamW step on the global batch of 8 (protocol §1.5).
 
     Dense: the loss of the whole batch at once. MoE: CE of the whole batch plus the aux loss averaged
-    over the micro-batches (spec §1.3 [CHOICE], D10), since the load-balancing term is not additive.
+    over the micro-batches (protocol §1.3 [CHOICE], D10), since the load-balancing term is not additive.
     """
     run = tiny_run(shard, family, steps=8, stop_after=1, micro_batch=2, warmup_steps=0, lr=1e-2, var_every=0)
     summary = train_run(run, tmp_path / "r")
@@ -154,7 +154,7 @@ def test_loader_workers_and_compile_do_not_change_training(tmp_path, shard):  # 
 
 
 def test_variance_log_equals_numpy_on_the_initial_model(tmp_path, shard):  # noqa: F811
-    """Step-0 rows (pre-update weights, spec M1) recomputed with NumPy from the seeded initial model."""
+    """Step-0 rows (pre-update weights, protocol M1) recomputed with NumPy from the seeded initial model."""
     run = tiny_run(shard, "gqa", steps=2, micro_batch=2)
     train_run(run, tmp_path / "r")
     var = read_log(tmp_path / "r", "variance_log")

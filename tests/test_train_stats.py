@@ -15,7 +15,7 @@ from sparsecod.train.stats import KurtosisAccumulator, VarianceAccumulator
 
 
 def _np_var(h: torch.Tensor) -> float:
-    """Spec M1 by hand: per-token variance across features (1/(d-1)), mean over tokens."""
+    """Protocol M1 by hand: per-token variance across features (1/(d-1)), mean over tokens."""
     x = h.detach().double().numpy().reshape(-1, h.shape[-1])
     return float(np.mean(np.sum((x - x.mean(1, keepdims=True)) ** 2, axis=1) / (x.shape[1] - 1)))
 
@@ -93,7 +93,7 @@ def test_kurtosis_pools_all_tokens_of_the_step(traces):
 
 
 def test_kurtosis_of_a_known_distribution():
-    """Two-point ±1 data has κ = 1; a constant feature gets the spec's κ = 3."""
+    """Two-point ±1 data has κ = 1; a constant feature gets the protocol's κ = 3."""
     h = torch.ones(1000, 2)
     h[::2, 0] = -1.0
     h[:, 1] = 5.0

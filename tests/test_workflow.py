@@ -37,7 +37,7 @@ def paper_plan(tmp_path_factory) -> dict[str, int]:
 
 
 def test_paper_plan_lists_every_paper_run(paper_plan: dict[str, int]) -> None:
-    # 31 trained paper runs (33 ids minus the aliases gqa-G1, dense-1B) + 20 LR-sweep points (spec Q1)
+    # 31 trained paper runs (33 ids minus the aliases gqa-G1, dense-1B) + 20 LR-sweep points (protocol Q1)
     # + beyond the paper, group lns: 4 runs + 8 points of its own sweeps
     assert paper_plan["train"] == 51 + 12
     assert paper_plan["run_config"] == 51 + 12

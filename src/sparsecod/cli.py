@@ -63,7 +63,7 @@ def _train(sub: argparse._SubParsersAction) -> None:
 
 
 def _tokenize(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tokenize", help="tokenize data.corpus into train/heldout token shards (spec §1.1, §1.6)",
+    p = sub.add_parser("tokenize", help="tokenize data.corpus into train/heldout token shards (protocol §1.1, §1.6)",
                        description="Writes <out>/{train,heldout}.bin, tokenizer.json and meta.json; a complete "
                                    "directory built from the same settings is left untouched.")
     p.add_argument("--config", help="YAML file with a top-level `data:` section (keys: see sparsecod.data.config)")
@@ -116,7 +116,7 @@ def _tokenize(sub: argparse._SubParsersAction) -> None:
 def _analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("analyze", help="layer metrics M3-M11 of a trained run -> <run_dir>/analysis/<metric>.*",
                        description="Metrics: jacobian, causal, permutation, usefulness, weight_sparsity, attention, "
-                                   "kurtosis, perplexity (spec §2). Several (comma list) or `all` share one process. "
+                                   "kurtosis, perplexity (protocol §2). Several (comma list) or `all` share one process. "
                                    "A transformers LlamaForCausalLM directory is imported into <out>/model, its "
                                    "held-out text tokenized with its tokenizer.json into <out>/heldout (from the "
                                    "--config `data:` section unless --heldout is given), results in <out>/analysis.")
@@ -174,7 +174,7 @@ def _analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="zero-shot downstream accuracy with the stock lm-eval tasks (spec M12)",
+    p = sub.add_parser("evaluate", help="zero-shot downstream accuracy with the stock lm-eval tasks (protocol M12)",
                        description="Writes <run_dir>/eval/lm_eval.json (harness results), eval/downstream.csv "
                                    "(task, metric, value×100, stderr, n) and, with --log-samples, eval/samples/.")
     p.add_argument("run_dir", help="run directory holding model/ (or a model directory)")
@@ -230,7 +230,7 @@ def _export_hf(sub: argparse._SubParsersAction) -> None:
 
 
 def _render(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("render", help="figures (fig1..fig29), tables (table1..table8) and the claims verdict (spec §4, "
+    p = sub.add_parser("render", help="figures (fig1..fig29), tables (table1..table8) and the claims verdict (protocol §4, "
                                      "§5); beyond the paper: figX1, tableX1, claimsX (group lns)",
                        description="Reads the tidy summaries and the per-run files of --results; writes "
                                    "<results>/figures/<stem>.{pdf,png}, <results>/tables/<stem>.{csv,md,tex} and "
@@ -259,7 +259,7 @@ def _workflow_config_option(p: argparse.ArgumentParser) -> None:
 def _run_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run-config", help="write the run.yaml `sparsecod train` reads for one run of the registry",
                        description="Model and training settings from the workflow config, the vocabulary from the "
-                                   "shards' meta.json, a swept LR from results/sweeps/<sweep>.json (spec §3, Q1).")
+                                   "shards' meta.json, a swept LR from results/sweeps/<sweep>.json (protocol §3, Q1).")
     p.add_argument("run", help="run id, e.g. depth-L16 (an alias resolves to the run it trains as)")
     p.add_argument("--out", required=True, help="run.yaml to write")
     p.add_argument("--log", help="file for a one-line digest (lr, steps, vocab)")
@@ -278,7 +278,7 @@ def _run_config(sub: argparse._SubParsersAction) -> None:
 
 
 def _select_lr(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("select-lr", help="pick an LR sweep's winner: lowest held-out loss (spec Q1)")
+    p = sub.add_parser("select-lr", help="pick an LR sweep's winner: lowest held-out loss (protocol Q1)")
     p.add_argument("sweep", help="sweep name (config key sweeps.<name>)")
     p.add_argument("summaries", nargs="+", help="summary.json of every grid point, in the sweep's grid order")
     p.add_argument("--out", required=True, help="results/sweeps/<sweep>.json to write")

@@ -6,7 +6,7 @@ from variance_log.parquet: `last_layer.final`, `.final_mean` over the last 10% o
 analysis/<family>.json, with their window-bootstrap intervals `ci.<key>.low/high`), the same family of the
 untrained control (`<family>@init` from analysis/init/<family>.json: step-0 weights, same windows) or `eval`
 (lm-eval headline numbers and their `<metric>_stderr` from eval/downstream.csv).
-Aliases (e.g. gqa-G1 and dense-1B of seq-4096, spec §3) get their own rows with their own group and labels.
+Aliases (e.g. gqa-G1 and dense-1B of seq-4096, protocol §3) get their own rows with their own group and labels.
 Replicate seeds (`depth-L16~s1`, ...) get their own rows; every row names its `base_run` (the seed-0 id) and
 `seed` index and carries the mean, standard deviation and count over the seeds of its base run
 (`seed_mean`, `seed_sd`, `seed_n`; sd NaN with one seed).

@@ -1,8 +1,8 @@
-"""Typed run configuration: what one training job needs (spec §1.5, §3).
+"""Typed run configuration: what one training job needs (protocol §1.5, §3).
 
 A `RunConfig` is what the experiment registry (experiments.py) writes to
-`results/runs/<run_id>/run.yaml` and what `sparsecod train` reads: the model (spec §1.2-§1.3), the
-optimisation recipe (spec §1.5) and where the token shards are.
+`results/runs/<run_id>/run.yaml` and what `sparsecod train` reads: the model (protocol §1.2-§1.3), the
+optimisation recipe (protocol §1.5) and where the token shards are.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ SHARDED_STRATEGY = "fsdp2"  # train.strategy of sharded training (train/parallel
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and logging of one run (spec §1.5; defaults are the paper's).
+    """Optimisation and logging of one run (protocol §1.5; defaults are the paper's).
 
     steps is the schedule horizon (round(tokens / (global_batch * seq_len))); stop_after ends training
     early without changing the schedule (E7 stops at 1,600 of 4,768 steps). act_ckpt recomputes each block in

@@ -1,4 +1,4 @@
-"""Run registry: expands a workflow config's experiment groups E1-E7 into run specs (spec §3, Q1).
+"""Run registry: expands a workflow config's experiment groups E1-E7 into run specs (protocol §3, Q1).
 
 A workflow config (config/{config,mini,smoke}.yaml) names model shapes (`models`), training defaults
 (`defaults`), learning rates (`lr`: a number or the winner of a sweep in `sweeps`) and the groups
@@ -10,8 +10,8 @@ group-level training settings and its runs. This module turns that into:
 * replicate seeds (`seeds: N` on a group or a run): seed 0 keeps the bare id and `train.seed`, seed k ≥ 1 is
   `<id>~s<k>` trained with `train.seed + k` (e.g. `depth-L16~s1`); a sweep tunes on its base run's seed 0 and
   every seed of a run takes that winner;
-* aliases: identical configurations train once (seq-4096 = gqa-G1 = dense-1B, spec §3 E3/E4/E5);
-* step counts `round(tokens / (global_batch * seq_len))` (spec §3; FLOP-matched GQA token counts verbatim, D17).
+* aliases: identical configurations train once (seq-4096 = gqa-G1 = dense-1B, protocol §3 E3/E4/E5);
+* step counts `round(tokens / (global_batch * seq_len))` (protocol §3; FLOP-matched GQA token counts verbatim, D17).
 
 Nothing here imports torch, so Snakemake parses the registry in well under a second.
 """
@@ -47,7 +47,7 @@ class RunSpec:
     lr_sweep: str | None = None
     labels: dict[str, Any] = field(default_factory=dict, compare=False)
     analyses: tuple[str, ...] = field(default=(), compare=False)
-    evaluate: tuple[str, ...] = field(default=(), compare=False)  # M12 tasks (spec E1: all four; E6: ARC-C, HellaSwag)
+    evaluate: tuple[str, ...] = field(default=(), compare=False)  # M12 tasks (protocol E1: all four; E6: ARC-C, HellaSwag)
     sweep_of: str | None = field(default=None, compare=False)
     replica_of: str | None = field(default=None, compare=False)  # the seed-0 run id of a replicate seed
     seed_index: int = field(default=0, compare=False)
@@ -60,7 +60,7 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Sweep:
-    """LR sweep (spec Q1): `base` run trained at every `grid` LR on `budget_fraction` of its budget."""
+    """LR sweep (protocol Q1): `base` run trained at every `grid` LR on `budget_fraction` of its budget."""
 
     name: str
     base: str

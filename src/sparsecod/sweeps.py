@@ -1,4 +1,4 @@
-"""LR sweep selection (spec Q1): the grid point with the lowest final held-out loss wins."""
+"""LR sweep selection (protocol Q1): the grid point with the lowest final held-out loss wins."""
 
 from __future__ import annotations
 

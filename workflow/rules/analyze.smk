@@ -1,4 +1,4 @@
-# Trained model + held-out shard -> layer metrics M3-M11 (spec §2). Paper scale: one restartable job per metric
+# Trained model + held-out shard -> layer metrics M3-M11 (protocol §2). Paper scale: one restartable job per metric
 # family; small scales (analysis.one_job_per_run) compute a run's whole suite in one process.
 # The same job also analyses the run's untrained control (step-0 weights rebuilt from its seed, same windows) into
 # analysis/init/<metric>.json (analysis.init_control; families of metrics.runner.INIT_METRICS): no extra process

@@ -125,7 +125,7 @@ def all_outputs():
 
 
 def train_resources(wildcards):
-    """GPUs, runtime (min) and host memory of one training job (spec §3 budgets).
+    """GPUs, runtime (min) and host memory of one training job (protocol §3 budgets).
 
     Runtime: (6·N_active + 12·L·d·T)·tokens (sparsecod.model.flops; × 8/6 with act_ckpt's recomputation) at
     resources.mfu × resources.gpu_peak_flops per GPU, × resources.runtime_margin, capped at resources.max_runtime: a longer run continues in requeued

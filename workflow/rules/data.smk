@@ -1,4 +1,4 @@
-# Corpus -> token shards shared by every run (spec §1.1, §1.6).
+# Corpus -> token shards shared by every run (protocol §1.1, §1.6).
 
 
 rule tokenize:

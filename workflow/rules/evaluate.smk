@@ -1,4 +1,4 @@
-# Trained model -> zero-shot downstream accuracy with the stock lm-eval tasks (spec M12).
+# Trained model -> zero-shot downstream accuracy with the stock lm-eval tasks (protocol M12).
 
 
 rule evaluate:
@@ -10,7 +10,7 @@ rule evaluate:
     params:
         run_dir=lambda w, input: str(Path(input.model).parent.parent),
         cli=SPARSECOD,
-        tasks=lambda w: ",".join(REG.evaluation_tasks(w.run)),  # the group's tasks (spec E1 all four, E6 two)
+        tasks=lambda w: ",".join(REG.evaluation_tasks(w.run)),  # the group's tasks (protocol E1 all four, E6 two)
         limit=f"--limit {config['evaluation']['limit']}" if config["evaluation"].get("limit") else "",
         data=f"--eval-data {config['evaluation']['data_dir']}" if config["evaluation"].get("data_dir") else "",
         batch=config["evaluation"].get("batch_size", 32),

@@ -1,4 +1,4 @@
-# Figures 1–29, Tables 1–8 and the claims verdict (spec §4, §5): one local job each, reading only the summaries
+# Figures 1–29, Tables 1–8 and the claims verdict (protocol §4, §5): one local job each, reading only the summaries
 # of the experiment groups it shows, so `snakemake fig4` trains and analyses only the weight-decay runs.
 # Output files and report captions come from sparsecod.plots.inventory (ITEMS, imported in common.smk).
 

@@ -1,4 +1,4 @@
-# Run config -> trained model (spec §1.5, §3). Checkpoints live in <run>/checkpoints/, which is not a declared
+# Run config -> trained model (protocol §1.5, §3). Checkpoints live in <run>/checkpoints/, which is not a declared
 # output: Snakemake never deletes it, so a failed, killed or requeued job resumes from checkpoints/last.ckpt.
 
 
@@ -60,7 +60,7 @@ rule train:
 
 
 rule select_lr:
-    """results/sweeps/<sweep>.json: the grid point with the lowest held-out loss (spec Q1)."""
+    """results/sweeps/<sweep>.json: the grid point with the lowest held-out loss (protocol Q1)."""
     input:
         lambda w: [f"{RESULTS}/runs/{p}/summary.json" for p in REG.sweeps[w.sweep].points],
     output:

@@ -1,4 +1,4 @@
-"""Data layer (spec §1.1, §1.6): corpora, tokenizers, token shards.
+"""Data layer (protocol §1.1, §1.6): corpora, tokenizers, token shards.
 
 `DataConfig` (the `data:` config section), `build_shards(cfg, out_dir)` writes train.bin / heldout.bin /
 tokenizer.json / meta.json, `open_tokens(shard_dir, split)` memory-maps a split. Heavy modules load lazily.

@@ -1,6 +1,6 @@
 """The `builtin` corpus: English prose generated from the local Python standard library (offline default).
 
-Used by the smoke and mini scales instead of FineWeb-Edu (spec §1.1) when there is no network. Nothing is
+Used by the smoke and mini scales instead of FineWeb-Edu (protocol §1.1) when there is no network. Nothing is
 stored in the repository: the text is read from the `.py` sources under sysconfig's `stdlib` path (excluding
 site-/dist-packages), in sorted relative-path order, with `ast` and `tokenize` (no module is imported).
 One document per module: its docstrings, comments (consecutive comment lines merged) and prose-like string

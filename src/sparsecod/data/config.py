@@ -1,6 +1,6 @@
-"""`DataConfig`: the `data:` section of a workflow config (spec §1.1 corpus + tokenizer, §1.6 held-out set).
+"""`DataConfig`: the `data:` section of a workflow config (protocol §1.1 corpus + tokenizer, §1.6 held-out set).
 
-Keys (all optional; defaults are the paper's corpus and tokenizer, spec §1.1):
+Keys (all optional; defaults are the paper's corpus and tokenizer, protocol §1.1):
 
 * `id` — name of the shard directory under `results/data/` (read by the run registry).
 * `corpus` — `fineweb-edu` (HF `HuggingFaceFW/fineweb-edu`, `sample-100BT`, streamed), `builtin` (offline prose
@@ -10,7 +10,7 @@ Keys (all optional; defaults are the paper's corpus and tokenizer, spec §1.1):
 * `tokenizer` — a `tokenizer.json` path (or a directory holding one), a Hugging Face Hub id (online only),
   or `bpe:<vocab_size>` to train a byte-level BPE on the training documents.
 * `train_tokens`, `heldout_tokens` — token caps of the two splits (`train_tokens: null` = the whole corpus).
-* `heldout_fraction` — share of documents assigned to the held-out split by a content hash (spec §1.6 CHOICE).
+* `heldout_fraction` — share of documents assigned to the held-out split by a content hash (protocol §1.6 CHOICE).
 * `workers` — tokenizer processes (does not change the output).
 * `max_chars` — stop reading the corpus after this many characters (the cap of the `builtin` corpus).
 * `bpe_chars` — characters of training documents a `bpe:<V>` tokenizer is trained on.
@@ -27,20 +27,20 @@ from typing import Any
 from ..model.config import ConfigError
 
 PAPER_CORPUS = "fineweb-edu"
-PAPER_TOKENIZER = "allenai/OLMo-1B-0724-hf"  # GPT-NeoX-20B BPE as shipped with OLMo (spec §1.1)
+PAPER_TOKENIZER = "allenai/OLMo-1B-0724-hf"  # GPT-NeoX-20B BPE as shipped with OLMo (protocol §1.1)
 BPE_PATTERN = re.compile(r"^bpe:(\d+)$")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What to tokenize and how much (spec §1.1, §1.6). Validated on construction; errors name `data.<key>`."""
+    """What to tokenize and how much (protocol §1.1, §1.6). Validated on construction; errors name `data.<key>`."""
 
     id: str = "default"
     corpus: str = PAPER_CORPUS
     text_field: str = "text"
     tokenizer: str = PAPER_TOKENIZER
     train_tokens: int | None = None
-    heldout_tokens: int = 10_000_000  # PPL_SET size, spec §1.6
+    heldout_tokens: int = 10_000_000  # PPL_SET size, protocol §1.6
     heldout_fraction: float = 0.05
     workers: int = 1
     max_chars: int | None = None

@@ -1,4 +1,4 @@
-"""Document sources for `data.corpus` (spec §1.1) and the document-level held-out rule (spec §1.6 CHOICE).
+"""Document sources for `data.corpus` (protocol §1.1) and the document-level held-out rule (protocol §1.6 CHOICE).
 
 Sources, each yielding document texts in a fixed order:
 * `fineweb-edu`: `load_dataset("HuggingFaceFW/fineweb-edu", name="sample-100BT", split="train", streaming=True)`,
@@ -34,7 +34,7 @@ _BATCH = 1000
 
 
 def is_heldout(text: str, fraction: float) -> bool:
-    """The held-out rule of the module docstring (spec §1.6 CHOICE)."""
+    """The held-out rule of the module docstring (protocol §1.6 CHOICE)."""
     head = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8]
     return int.from_bytes(head, "big") < fraction * 2**64
 

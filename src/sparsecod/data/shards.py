@@ -1,16 +1,16 @@
-"""Token shards: the corpus tokenized once into flat train / held-out token streams (spec §1.1, §1.6).
+"""Token shards: the corpus tokenized once into flat train / held-out token streams (protocol §1.1, §1.6).
 
 Layout of a shard directory:
     train.bin, heldout.bin   flat little-endian uint16 (vocab <= 65535) or uint32 token ids; each document is
                              encoded without special tokens and followed by EOS (unless already last), documents
-                             concatenated in stream order (spec §1.1); a split stops at its token cap.
+                             concatenated in stream order (protocol §1.1); a split stops at its token cap.
     tokenizer.json           copy of the tokenizer used
     meta.json                {"dtype", "eos_id", "vocab_size", "tokenizer_sha256", "splits": {split: {"tokens",
                              "documents", "cap", "exhausted"}}, "source", "heldout_rule", "request", "config",
                              "throughput_tokens_per_s", "seconds", "created", ...}; written last.
     .<split>.done.json       per-split completion record (for resuming), .<split>.bin.partial while writing.
 
-The held-out split holds the documents selected by `corpus.is_heldout` (spec §1.6 CHOICE), never used for training.
+The held-out split holds the documents selected by `corpus.is_heldout` (protocol §1.6 CHOICE), never used for training.
 Idempotent: a complete directory whose meta.json records the same request is left untouched. Resumable: splits
 are written under temporary names and renamed when complete; a rerun keeps finished splits and restarts the
 others. `workers` processes tokenize batches of documents; the output does not depend on their number.
@@ -333,7 +333,7 @@ def _init_worker(tok_path: str, eos: int, dtype: str, single_threaded: bool) -> 
 
 
 def _encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of the documents, each followed by EOS unless already last (spec §1.1); and per-document lengths."""
+    """Token ids of the documents, each followed by EOS unless already last (protocol §1.1); and per-document lengths."""
     eos = _WORKER["eos"]
     flat: list[int] = []
     lengths = np.empty(len(texts), dtype=np.int64)

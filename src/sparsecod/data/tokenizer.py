@@ -1,8 +1,8 @@
-"""Tokenizers (spec §1.1): the paper's GPT-NeoX/OLMo BPE from a file or the Hub, or a small trained byte-level BPE.
+"""Tokenizers (protocol §1.1): the paper's GPT-NeoX/OLMo BPE from a file or the Hub, or a small trained byte-level BPE.
 
 `data.tokenizer` is one of
 * a path to a `tokenizers` JSON file (or a directory holding `tokenizer.json`), e.g. the OLMo GPT-NeoX file
-  `allenai_gpt-neox-olmo-dolma-v1_5.json` (vocab 50,280, EOS `<|endoftext|>` = 50279, spec §1.1);
+  `allenai_gpt-neox-olmo-dolma-v1_5.json` (vocab 50,280, EOS `<|endoftext|>` = 50279, protocol §1.1);
 * a Hugging Face Hub model id holding a tokenizer.json (online only), e.g. `allenai/OLMo-1B-0724-hf`;
 * `bpe:<V>`: a byte-level BPE with V tokens (incl. EOS `<|endoftext|>` = id 0) trained on the training
   documents, for the small scales. Training is deterministic (same texts and V give a byte-identical
@@ -142,7 +142,7 @@ EOS_FALLBACKS = ("<|end_of_text|>", "</s>")  # end of text of Llama-3 and Llama-
 
 
 def eos_id(tok: Tokenizer) -> int:
-    """Id of `<|endoftext|>` (50279 for the paper's tokenizer, spec §1.1), else of a Llama tokenizer's EOS_FALLBACKS."""
+    """Id of `<|endoftext|>` (50279 for the paper's tokenizer, protocol §1.1), else of a Llama tokenizer's EOS_FALLBACKS."""
     for token in (EOS_TOKEN, *EOS_FALLBACKS):
         idx = tok.token_to_id(token)
         if idx is not None:

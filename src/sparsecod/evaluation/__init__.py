@@ -1,4 +1,4 @@
-"""Downstream evaluation (spec M12) with the stock lm-eval harness, and export to stock transformers classes.
+"""Downstream evaluation (protocol M12) with the stock lm-eval harness, and export to stock transformers classes.
 
 adapter.SparsecodLM    lm-eval model `sparsecod` (model_args checkpoint=<model dir>, ...)
 downstream.evaluate_run  `sparsecod evaluate`: <run_dir>/eval/{lm_eval.json, downstream.csv, samples/}

@@ -1,4 +1,4 @@
-"""lm-eval model adapter `sparsecod`: scores a saved sparsecod model with the stock harness (spec M12).
+"""lm-eval model adapter `sparsecod`: scores a saved sparsecod model with the stock harness (protocol M12).
 
 Registered as ``@register_model("sparsecod")``, so ``lm_eval.simple_evaluate(model="sparsecod",
 model_args="checkpoint=<model dir>")`` works once this module is imported (``python -m

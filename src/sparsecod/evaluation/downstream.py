@@ -1,10 +1,10 @@
-"""`sparsecod evaluate`: zero-shot downstream accuracy of a trained run with the stock lm-eval tasks (spec M12).
+"""`sparsecod evaluate`: zero-shot downstream accuracy of a trained run with the stock lm-eval tasks (protocol M12).
 
 Layout written under `<run_dir>/eval/` (each file atomically):
     lm_eval.json      the harness result of `lm_eval.simple_evaluate` (num_fewshot=0), JSON-safe (NaN -> null);
                       per-sample records are not in it
     downstream.csv    one row per requested task: task, metric, value, stderr, n
-                      metric = the headline of spec M12 (mmlu: acc, the subject-size-weighted group mean;
+                      metric = the headline of protocol M12 (mmlu: acc, the subject-size-weighted group mean;
                       arc_easy / arc_challenge / hellaswag: acc_norm; other tasks: acc_norm if reported,
                       else acc); value and stderr ×100; n = documents scored
     samples/<task>.jsonl   per-document records of every scored task (only with log_samples)
@@ -38,7 +38,7 @@ CSV_COLUMNS = ["task", "metric", "value", "stderr", "n"]
 
 
 def parse_tasks(values: Sequence[str] | str | None) -> list[str]:
-    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (order kept, duplicates dropped); None -> the spec M12 set."""
+    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c'] (order kept, duplicates dropped); None -> the protocol M12 set."""
     if values is None:
         return list(DEFAULT_TASKS)
     if isinstance(values, str):
@@ -137,7 +137,7 @@ def _unwrap_offline_groups(results: dict) -> None:
 
 
 def headline_table(results: dict, tasks: Sequence[str]) -> pd.DataFrame:
-    """One row per task with its headline metric ×100 (spec M12); KeyError when a task has no result."""
+    """One row per task with its headline metric ×100 (protocol M12); KeyError when a task has no result."""
     rows = []
     for task in tasks:
         entry = results["results"].get(task)

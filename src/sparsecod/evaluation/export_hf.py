@@ -1,13 +1,13 @@
 """`sparsecod export-hf`: a sparsecod model as a stock Hugging Face transformers directory (no remote code).
 
-Dense models become `LlamaForCausalLM`; the architectures match exactly (spec §1.2): Pre-LN, RMSNorm with gain and
+Dense models become `LlamaForCausalLM`; the architectures match exactly (protocol §1.2): Pre-LN, RMSNorm with gain and
 no bias (fp32 normalisation), rotate-half RoPE over the full head dim with base θ, GQA where query head h uses KV head
 ⌊h/G⌋, SwiGLU, untied LM head, no biases. Our fused QKV weight ((H + 2·H_kv)·d_h, d) is split into q/k/v rows; no
 RoPE permutation is needed because both use the rotate-half layout. The vocabulary is the padded one (embedding
 rows), so logits agree position for position. The weight mapping lives in model/hf_llama.py (also used to import
 Llama checkpoints); LayerNorm Scaling is folded into the norm gains.
 
-MoE models (spec §1.3) become `Qwen2MoeForCausalLM`, which shares every non-FFN name and operation with Llama and
+MoE models (protocol §1.3) become `Qwen2MoeForCausalLM`, which shares every non-FFN name and operation with Llama and
 routes as we do: a softmax over all E experts, top-k by probability, weights not renormalised (`norm_topk_prob:
 false`), no QK-norm. Its q/k/v projections have biases (`qkv_bias: true`, the only layout older transformers
 versions and other Qwen2-MoE readers know): they are written as zeros. Our mix shared/(k+1) + k/(k+1)·Σ p_e·expert_e is

@@ -1,4 +1,4 @@
-"""Stock lm-eval tasks on local data (spec M12): offline group YAMLs and the offline guard.
+"""Stock lm-eval tasks on local data (protocol M12): offline group YAMLs and the offline guard.
 
 The task definitions (prompts, splits, metrics, MMLU's size-weighted aggregate) stay the stock ones;
 only where the data comes from changes. For each requested task or group `<name>` a group

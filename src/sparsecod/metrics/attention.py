@@ -1,4 +1,4 @@
-"""M8 / M9: attention sparsity and entropy per head, layer and model (spec §2 M8, M9, Q2, Q3, Q11, D8).
+"""M8 / M9: attention sparsity and entropy per head, layer and model (protocol §2 M8, M9, Q2, Q3, Q11, D8).
 
 Attention probabilities are materialized explicitly (fp32 causal softmax after RoPE, GQA: query head h
 uses KV head ⌊h/G⌋) from `Attention.qkv_heads` and `causal_attention_probs`, in tiles of a few heads ×

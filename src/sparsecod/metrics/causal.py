@@ -1,4 +1,4 @@
-"""M4: causal score — how much skipping block s changes the updates of the later blocks (spec §2 M4, D2, D9, Q6).
+"""M4: causal score — how much skipping block s changes the updates of the later blocks (protocol §2 M4, D2, D9, Q6).
 
 Baseline states x_0..x_L (pre-final-norm); skipping block s gives x̄_j = x_j for j ≤ s, x̄_{s+1} = x_s and
 x̄_{l+1} = block_l(x̄_l) for l > s. With updates Δ_l = x_{l+1} − x_l and Δ̄_l = x̄_{l+1} − x̄_l:

@@ -1,4 +1,4 @@
-"""M3 / M3b: averaged block Jacobian J̄_l and its deviation from identity (spec §2 M3, M3b, D2, D5, Q12, Q13).
+"""M3 / M3b: averaged block Jacobian J̄_l and its deviation from identity (protocol §2 M3, M3b, D2, D5, Q12, Q13).
 
 For block l with input x = x_l and output y = x_{l+1} (the last block's output is the pre-norm x_L, D2):
 
@@ -79,7 +79,7 @@ def block_jacobian_sum(
 
 
 def jacobian_stats(J: torch.Tensor) -> dict[str, float]:
-    """Per-layer statistics of one averaged Jacobian J (d, d) (spec M3)."""
+    """Per-layer statistics of one averaged Jacobian J (d, d) (protocol M3)."""
     J = J.double()
     d = J.shape[0]
     eye = torch.eye(d, dtype=J.dtype, device=J.device)
@@ -141,7 +141,7 @@ def compute_jacobian(
     explicit_attention: bool = False,
     progress: bool = False,
 ) -> MetricResult:
-    """M3 on windows (N, T) (spec: the first 50 of ANALYSIS_SET): per-layer table, globals, J̄ of heatmap layers."""
+    """M3 on windows (N, T) (protocol: the first 50 of ANALYSIS_SET): per-layer table, globals, J̄ of heatmap layers."""
     L = model.cfg.n_layers
     J = averaged_jacobians(model, windows, micro_batch, chunk, bf16, "vmap", explicit_attention, progress)
     rows = [{"layer": layer, **jacobian_stats(J[layer])} for layer in range(L)]

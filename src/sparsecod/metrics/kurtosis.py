@@ -1,4 +1,4 @@
-"""M10 (and M1/M2) on held-out data: kurtosis and variance of block outputs of the final model (spec §2 M10, D4).
+"""M10 (and M1/M2) on held-out data: kurtosis and variance of block outputs of the final model (protocol §2 M10, D4).
 
 Per micro-batch of ANALYSIS_SET windows, the per-dimension Pearson kurtosis over its N = B·T tokens,
 averaged over the d features (`moments.layer_kurtosis`, the definition the training logger uses on training

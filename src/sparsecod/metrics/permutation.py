@@ -1,8 +1,8 @@
-"""M5: permutation score — loss change when two complete blocks exchange places (spec §2 M5, D20).
+"""M5: permutation score — loss change when two complete blocks exchange places (protocol §2 M5, D20).
 
 For every pair i < j the block sequence is b_0 .. b_{i−1}, b_j, b_{i+1} .. b_{j−1}, b_i, b_{j+1} .. b_{L−1}
 (whole blocks: attention, FFN/MoE incl. router and experts, both norm gains). With ℓ the mean next-token
-cross-entropy over the T−1 targets of each window (spec: 511 of 512), averaged over windows:
+cross-entropy over the T−1 targets of each window (protocol: 511 of 512), averaged over windows:
 
     P(i, j) = |ℓ_ij − ℓ_0| / ℓ_0,     P_global = mean over the L(L−1)/2 pairs.
 

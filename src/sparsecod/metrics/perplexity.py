@@ -1,4 +1,4 @@
-"""M11: held-out perplexity PPL = exp(Σ CE / #targets) (spec §2 M11, Q5).
+"""M11: held-out perplexity PPL = exp(Σ CE / #targets) (protocol §2 M11, Q5).
 
 Primary: PPL_SET (a fixed prefix of the held-out stream, identical for every run) cut into windows of the
 model's training length T, T−1 targets per window. Secondary: the loss/PPL on the 512-token ANALYSIS_SET

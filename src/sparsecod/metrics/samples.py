@@ -1,9 +1,9 @@
-"""Evaluation / analysis sample sets drawn from the held-out token stream (spec §1.6, D11).
+"""Evaluation / analysis sample sets drawn from the held-out token stream (protocol §1.6, D11).
 
 * ANALYSIS_SET: `n` windows of `window` tokens drawn uniformly without replacement (seed 42) from the
   non-overlapping `window`-token windows of the held-out stream; M4-M6 use all of them, M3 the first
-  `jacobian_samples` (spec: 100 × 512, first 50).
-* ATTN_SET(T_e): `n` windows of T_e tokens drawn the same way (M8/M9; spec Q11: 16).
+  `jacobian_samples` (protocol: 100 × 512, first 50).
+* ATTN_SET(T_e): `n` windows of T_e tokens drawn the same way (M8/M9; protocol Q11: 16).
 * PPL_SET: the first `n_tokens` tokens of the held-out stream cut into consecutive windows of the
   model's training length T, ragged tail dropped (M11, Q5; T−1 targets per window).
 
@@ -45,17 +45,17 @@ def random_windows(tokens: np.ndarray, window: int, n: int, seed: int, key: str 
 
 
 def analysis_set(tokens: np.ndarray, window: int = 512, n: int = 100, seed: int = 42) -> torch.Tensor:
-    """ANALYSIS_SET (spec §1.6) -> (n, window) int64."""
+    """ANALYSIS_SET (protocol §1.6) -> (n, window) int64."""
     return random_windows(tokens, window, n, seed, key="analysis.samples")
 
 
 def attn_set(tokens: np.ndarray, T_e: int, n: int = 16, seed: int = 42) -> torch.Tensor:
-    """ATTN_SET(T_e) (spec §1.6, M8/M9) -> (n, T_e) int64."""
+    """ATTN_SET(T_e) (protocol §1.6, M8/M9) -> (n, T_e) int64."""
     return random_windows(tokens, T_e, n, seed, key="analysis.attention_samples")
 
 
 def ppl_set(tokens: np.ndarray, T: int, n_tokens: int = 10_000_000) -> torch.Tensor:
-    """PPL_SET (spec M11): the first n_tokens held-out tokens as consecutive windows of T -> (n_tokens // T, T)."""
+    """PPL_SET (protocol M11): the first n_tokens held-out tokens as consecutive windows of T -> (n_tokens // T, T)."""
     if n_tokens > len(tokens):
         raise ConfigError(
             f"analysis.ppl_tokens={n_tokens} exceeds the {len(tokens)} held-out tokens: lower analysis.ppl_tokens "

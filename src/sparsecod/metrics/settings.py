@@ -1,9 +1,9 @@
-"""Settings of the metric suite: the `analysis:` section of a workflow config (spec §1.6, §2 M3-M11).
+"""Settings of the metric suite: the `analysis:` section of a workflow config (protocol §1.6, §2 M3-M11).
 
-Defaults are the spec's paper values; the smoke and mini scales shrink counts and window lengths.
+Defaults are the protocol's paper values; the smoke and mini scales shrink counts and window lengths.
 Keys shared with the workflow schema: seed, window, samples, jacobian_samples, attention_lengths,
 attention_samples, ppl_tokens. The other keys tune memory/speed or select optional outputs and
-default to the spec's choices. Nothing here imports torch.
+default to the protocol's choices. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ WORKFLOW_ONLY = frozenset({"one_job_per_run"})  # keys of the workflow's analysi
 class AnalysisSettings:
     """Sample sets and knobs of the metric suite.
 
-    seed, window, samples, jacobian_samples: ANALYSIS_SET (spec §1.6: 42, 512, 100, first 50 for M3).
+    seed, window, samples, jacobian_samples: ANALYSIS_SET (protocol §1.6: 42, 512, 100, first 50 for M3).
     attention_lengths, attention_samples: T_e values and ATTN_SET(T_e) size (M8/M9, Q11).
     ppl_tokens: PPL_SET = this prefix of the held-out stream (M11, Q5); ppl_seq_len: its window length
     (null = the run's train.seq_len from run.yaml).
     batch_tokens (M4-M6, M10, analysis loss), jacobian_batch_tokens (M3), ppl_batch_tokens (M11): tokens per
-    forward, i.e. micro-batches of max(1, tokens // window) windows (spec: 4 and 2 windows of 512; results do
+    forward, i.e. micro-batches of max(1, tokens // window) windows (protocol: 4 and 2 windows of 512; results do
     not depend on them). jacobian_chunk: basis vectors per vmapped VJP call. chain_tokens: most tokens of
     intervened runs (skip / swap / replacement, M4-M6) evaluated together in batched block calls (memory
     ≈ chain_tokens·d per state; 0 = one run at a time; null = 4096 on CPU, where larger batches fall out of

@@ -1,4 +1,4 @@
-"""Residual-stream states and losses through the model's one intervention mechanism (spec M3-M6, M10, M11).
+"""Residual-stream states and losses through the model's one intervention mechanism (protocol M3-M6, M10, M11).
 
 Everything goes through `Transformer.embed`, `Transformer.run_blocks(x, blocks, ctx)` and
 `Transformer.head`: a metric passes its own block sequence (a block omitted, two swapped, an
@@ -25,7 +25,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast when `bf16` (parity with the released code), else full fp32 (spec Q12)."""
+    """bf16 autocast when `bf16` (parity with the released code), else full fp32 (protocol Q12)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
@@ -115,7 +115,7 @@ def run_chains(
 def ce_sum(model: Transformer, x_last: torch.Tensor, idx: torch.Tensor) -> tuple[float, int]:
     """(Σ next-token cross-entropy, #targets) of windows idx (B, T) given the last residual state (B, T, d).
 
-    Targets are idx[:, 1:], predicted from positions 0..T−2: T−1 targets per window (spec §1.1, M5).
+    Targets are idx[:, 1:], predicted from positions 0..T−2: T−1 targets per window (protocol §1.1, M5).
     """
     logits = model.head(x_last)[:, :-1]
     targets = idx[:, 1:].to(logits.device)

@@ -1,4 +1,4 @@
-"""M6: usefulness score — can a block be replaced by a token-wise affine map? (spec §2 M6, D1, D13).
+"""M6: usefulness score — can a block be replaced by a token-wise affine map? (protocol §2 M6, D1, D13).
 
 For each block l: X = x_l and Y = x_{l+1} at every token position of the windows (N·T rows, position 0
 included); ordinary least squares with intercept, no regularization, solved in float64 from centred
@@ -12,7 +12,7 @@ the loss ℓ_l^lin is evaluated in-sample on the same windows (restarting from t
 
 D1/D2a: the released code installed W as a linear layer's weight, i.e. computed x Wᵀ + b, and for the last block of
 a dense model it fitted the target N_f(x_L) (the final-normed state) instead of x_L; `transpose_bug=True` reproduces
-both (fields `*_transpose_bug`; MoE models are not affected by D2a, spec D2).
+both (fields `*_transpose_bug`; MoE models are not affected by D2a, protocol D2).
 
 Continuous scores beside τ (the τ test says nothing when no block can pass it, e.g. at small scale):
     c_l = ℓ(x_{l+1} replaced by its mean vector over all tokens) / ℓ_0    ceiling of block l (information gone)
@@ -183,7 +183,7 @@ def replacement_losses(
 
 
 def usefulness_summary(l0: float, lin: np.ndarray, tau: float = 0.1) -> dict[str, float]:
-    """U, effective/wasted layer counts, mean loss increase and mean ratio (spec M6)."""
+    """U, effective/wasted layer counts, mean loss increase and mean ratio (protocol M6)."""
     ratio = lin / l0
     useful = ratio > 1 + tau
     return {
@@ -217,7 +217,7 @@ def compute_usefulness(
     (fields suffixed `_transpose_bug`, table rows with variant = "transpose_bug"); always the ceilings, the
     normalised score, the floor flag and window-bootstrap intervals ci.{usefulness, usefulness_transpose_bug,
     mean_ratio, normalised_score} (`boot_resamples` resamples; 0 = none)."""
-    normed_last = transpose_bug and model.cfg.moe is None  # D2a concerns the dense models only (spec D2)
+    normed_last = transpose_bug and model.cfg.moe is None  # D2a concerns the dense models only (protocol D2)
     fits = fit_block_maps(model, windows, micro_batch, bf16, progress, normed_last=normed_last)
     released = fits[:-2] + fits[-1:] if normed_last else None
     fits = fits[: model.cfg.n_layers]

@@ -1,4 +1,4 @@
-"""M1 curves of a training variance log (spec §2 M1): the last block's output variance over steps.
+"""M1 curves of a training variance log (protocol §2 M1): the last block's output variance over steps.
 
 Read by collect (summary scalars) and by plots (curves, claims), so neither reaches into the other (issue 17.4).
 A variance log is `sparsecod.train.read_log(run_dir, "variance")`: rows (step, layer, out_var, ...).

@@ -1,8 +1,8 @@
-"""M7: weight sparsity S_ε(θ) = (1/|θ|) Σ_i 1[|θ_i| < ε] of the final fp32 weights (spec §2 M7, Q2, D8).
+"""M7: weight sparsity S_ε(θ) = (1/|θ|) Σ_i 1[|θ_i| < ε] of the final fp32 weights (protocol §2 M7, Q2, D8).
 
 Parameter sets: all trainable parameters (primary) and the subsets block_matrices (QKV, attention output,
 gate/up/down; router, experts and shared expert for MoE), lm_head, embedding, norm_gains (all RMSNorm
-gains incl. the final norm), decayed / non_decayed (the optimizer's weight-decay groups, spec §1.5).
+gains incl. the final norm), decayed / non_decayed (the optimizer's weight-decay groups, protocol §1.5).
 Padded vocabulary rows of the embedding and the LM head are parameters and are counted.
 Thresholds: ε ∈ {1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6} (default panels 1e-2, 1e-3, 1e-4).
 """

@@ -1,4 +1,4 @@
-"""The paper's model: Pre-LN Llama-style decoder, dense or MoE, MHA/GQA/MQA (spec §1.2-§1.4).
+"""The paper's model: Pre-LN Llama-style decoder, dense or MoE, MHA/GQA/MQA (protocol §1.2-§1.4).
 
 Attributes are imported lazily so that config-only users (the Snakemake registry) do not import torch.
 """

@@ -1,4 +1,4 @@
-"""Causal self-attention with RoPE and grouped-query KV sharing (spec §1.2, M8/M9).
+"""Causal self-attention with RoPE and grouped-query KV sharing (protocol §1.2, M8/M9).
 
 Shapes: B batch, T positions, H query heads, H_kv KV heads, G = H/H_kv, d_h head dim.
 Query head h uses KV head floor(h/G) (KV heads repeated for G consecutive query heads).
@@ -16,7 +16,7 @@ from .config import ModelConfig
 
 
 class RotaryEmbedding(nn.Module):
-    """RoPE, rotate-half (non-interleaved) convention, base theta, full head dim, fp32 (spec §1.2)."""
+    """RoPE, rotate-half (non-interleaved) convention, base theta, full head dim, fp32 (protocol §1.2)."""
 
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()

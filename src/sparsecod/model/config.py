@@ -1,4 +1,4 @@
-"""Typed model configuration (spec §1.2 dense, §1.3 MoE, §1.4 parameter counts).
+"""Typed model configuration (protocol §1.2 dense, §1.3 MoE, §1.4 parameter counts).
 
 One dataclass describes every model of the paper: dense or MoE, MHA, GQA or MQA. Sizes are
 validated on construction so a bad config fails before any job starts, naming the field.
@@ -20,11 +20,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class MoEConfig:
-    """OLMoE-style dropless MoE FFN (spec §1.3).
+    """OLMoE-style dropless MoE FFN (protocol §1.3).
 
     n_experts: E routed experts; top_k: k experts per token; d_expert: SwiGLU inner width h_e of one
     expert; d_shared: inner width h_s of the optional shared expert (0 = none); lb_weight / z_weight:
-    load-balancing and router z-loss weights, each divided by the number of layers (spec §1.3).
+    load-balancing and router z-loss weights, each divided by the number of layers (protocol §1.3).
     """
 
     n_experts: int
@@ -47,7 +47,7 @@ class MoEConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A Pre-LN Llama-style decoder (spec §1.2) with an optional MoE FFN (spec §1.3).
+    """A Pre-LN Llama-style decoder (protocol §1.2) with an optional MoE FFN (protocol §1.3).
 
     vocab_size is the tokenizer's vocabulary; embedding and LM-head rows are padded up to a
     multiple of `pad_vocab_to` (50280 -> 50304 at paper scale). d_ff is the SwiGLU inner width f
@@ -132,12 +132,12 @@ class ModelConfig:
             data["moe"] = MoEConfig(**data["moe"])
         return cls(**data)
 
-    # --- parameter counts (spec §1.4) -----------------------------------------------------------
+    # --- parameter counts (protocol §1.4) -----------------------------------------------------------
     def param_counts(self) -> dict[str, int]:
         """Exact parameter counts without building the model.
 
         total: every parameter; non_embedding: all but the input embedding `wte` (the paper's
-        convention, spec §1.4); active: non_embedding minus the routed experts a token does not use.
+        convention, protocol §1.4); active: non_embedding minus the routed experts a token does not use.
         """
         d, L, hd = self.d_model, self.n_layers, self.head_dim
         attn = d * (self.n_heads + 2 * self.n_kv_heads) * hd + d * d

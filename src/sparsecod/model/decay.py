@@ -1,4 +1,4 @@
-"""Which parameters take weight decay (spec §1.5): one rule for the optimizer (train.optim) and for M7's
+"""Which parameters take weight decay (protocol §1.5): one rule for the optimizer (train.optim) and for M7's
 decayed / non-decayed subsets (metrics.weight_sparsity), defined below both (issue 17.4).
 
 Decay applies to every matrix: all Linear weights (QKV, attention output, gate/up/down, LM head), the MoE router
@@ -29,6 +29,6 @@ def decay_split(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], list[
         if not p.requires_grad:
             continue
         if name.endswith("bias"):
-            raise ValueError(f"parameter {name}: the paper's models have no biases (spec §1.2); no decay group for it")
+            raise ValueError(f"parameter {name}: the paper's models have no biases (protocol §1.2); no decay group for it")
         (no_decay if id(p) in no_decay_ids else decay).append((name, p))
     return decay, no_decay

@@ -1,4 +1,4 @@
-"""SwiGLU feed-forward network (spec §1.2): W_down(silu(W_gate x) * (W_up x)), no biases."""
+"""SwiGLU feed-forward network (protocol §1.2): W_down(silu(W_gate x) * (W_up x)), no biases."""
 
 from __future__ import annotations
 

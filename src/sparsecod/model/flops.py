@@ -1,7 +1,7 @@
 """Training FLOPs per token, the one formula behind the Slurm runtime estimate and the logged MFU (issue 16).
 
 FLOPs per token (forward + backward) = 6·N_active + 12·L·d·T:
-6·N_active for the matrix multiplies of the active non-embedding parameters (spec §1.4; the LM head included,
+6·N_active for the matrix multiplies of the active non-embedding parameters (protocol §1.4; the LM head included,
 the input embedding is a lookup), and 12·L·d·T for the attention scores and the weighted sum over T keys
 (Q·Kᵀ and A·V: 2·2·d·T forward per layer and token, ×3 with the backward; counted for the full T×T square as
 PaLM and OLMo-core do, so MFU figures compare with theirs). No torch import: Snakemake reads it at parse time.

@@ -1,6 +1,6 @@
 """Hugging Face `LlamaForCausalLM` <-> sparsecod's own model: the one weight-name mapping, and the import (issue 19).
 
-Both are the same architecture (spec §1.2): Pre-LN, RMSNorm with gain and no bias normalised in fp32, rotate-half
+Both are the same architecture (protocol §1.2): Pre-LN, RMSNorm with gain and no bias normalised in fp32, rotate-half
 RoPE over the full head dim with base θ, GQA with query head h on KV head ⌊h/G⌋, SwiGLU, no biases. Our fused
 QKV weight ((H + 2·H_kv)·d_h, d) is the row concatenation of q_proj, k_proj, v_proj. `to_llama` (used by
 `sparsecod export-hf`) and `from_llama` (used by `import_llama`) are inverse up to LayerNorm Scaling, which the

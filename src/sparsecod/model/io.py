@@ -66,7 +66,7 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def init_model(cfg: ModelConfig, seed: int) -> Transformer:
-    """A run's step-0 weights: `torch.manual_seed(seed)`, then `Transformer(cfg)` (spec §1.5: the seed sets the
+    """A run's step-0 weights: `torch.manual_seed(seed)`, then `Transformer(cfg)` (protocol §1.5: the seed sets the
     init). Training builds its model with this, and the analysis rebuilds the untrained control with it."""
     torch.manual_seed(seed)
     return Transformer(cfg)

@@ -1,4 +1,4 @@
-"""OLMoE-style dropless mixture-of-experts FFN (spec §1.3), split into router, experts and layer.
+"""OLMoE-style dropless mixture-of-experts FFN (protocol §1.3), split into router, experts and layer.
 
 Shapes: N tokens (batch and positions flattened), d model width, E experts, k experts per token,
 h expert inner width.

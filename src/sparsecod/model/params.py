@@ -1,4 +1,4 @@
-"""Parameter counts of the paper presets, measured on models built on the `meta` device (spec §1.4)."""
+"""Parameter counts of the paper presets, measured on models built on the `meta` device (protocol §1.4)."""
 
 from __future__ import annotations
 

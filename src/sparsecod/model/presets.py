@@ -1,8 +1,8 @@
-"""Paper-scale model presets: every model of spec §3 (E1-E7), sizes from spec §1.2-§1.4 and Tables 6-8.
+"""Paper-scale model presets: every model of protocol §3 (E1-E7), sizes from protocol §1.2-§1.4 and Tables 6-8.
 
-RMSNorm eps: 1e-6 for the d=2048 dense models, 1e-5 elsewhere (spec §1.2 [CHOICE]).
-MoE-7BA1B uses h_e=2048 as in Table 7 and the released config (spec Q9); A8 uses G=2 (spec Q8);
-E7 uses f=2304 (spec Q10).
+RMSNorm eps: 1e-6 for the d=2048 dense models, 1e-5 elsewhere (protocol §1.2 [CHOICE]).
+MoE-7BA1B uses h_e=2048 as in Table 7 and the released config (protocol Q9); A8 uses G=2 (protocol Q8);
+E7 uses f=2304 (protocol Q10).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ PAPER_MODELS: dict[str, ModelConfig] = {
     **{f"lns-L{L}": _dense(L, 2048, 8192, 16, 16).replace(norm_scaling="lns") for L in (12, 16, 24, 32)},
 }
 
-# Paper's reported sizes (spec §1.4), in parameters: (non-embedding, active) ; None = not reported.
+# Paper's reported sizes (protocol §1.4), in parameters: (non-embedding, active) ; None = not reported.
 PAPER_SIZES: dict[str, tuple[float, float | None]] = {
     "depth-L12": (0.908e9, None),
     "depth-L16": (1.1768e9, None),

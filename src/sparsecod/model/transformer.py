@@ -1,4 +1,4 @@
-"""Pre-LN decoder-only transformer (spec §1.2, §1.3) with one explicit intervention mechanism.
+"""Pre-LN decoder-only transformer (protocol §1.2, §1.3) with one explicit intervention mechanism.
 
 Notation of the spec: x_0 embeddings; x_l input of block l; inside block l
     a_l = Attn(N_a(x_l)),  u_l = x_l + a_l,  m_l = FFN(N_m(u_l)),  x_{l+1} = u_l + m_l;
@@ -179,7 +179,7 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """N(0, init_std²) for every matrix (embedding, linears, router, experts); norm gains 1 (spec §1.2)."""
+        """N(0, init_std²) for every matrix (embedding, linears, router, experts); norm gains 1 (protocol §1.2)."""
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 nn.init.ones_(p)
@@ -240,7 +240,7 @@ class Transformer(nn.Module):
         return F.cross_entropy(self.head(x).float().flatten(0, 1), targets.flatten(), ignore_index=-100)
 
     def aux_loss(self, ctx: ForwardContext) -> torch.Tensor | None:
-        """(w_lb/L)·Σ_l L_lb,l + (w_z/L)·Σ_l L_z,l over the MoE layers that ran (spec §1.3); None if dense."""
+        """(w_lb/L)·Σ_l L_lb,l + (w_z/L)·Σ_l L_z,l over the MoE layers that ran (protocol §1.3); None if dense."""
         if not ctx.moe_aux or self.cfg.moe is None:
             return None
         m, L = self.cfg.moe, self.cfg.n_layers

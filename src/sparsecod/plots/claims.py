@@ -1,4 +1,4 @@
-"""The paper's qualitative claims checked against our runs: one verdict per claim (spec §3 E1–E6, §5).
+"""The paper's qualitative claims checked against our runs: one verdict per claim (protocol §3 E1–E6, §5).
 
 The claims are a declarative list (`CLAIMS`): each names the statistic it tests (a sweep trend along a run label,
 or a ratio / difference of two runs), the measured quantity (`QUANTITIES`: last-layer variance, a score of an
@@ -42,7 +42,7 @@ REPRODUCED, CONTRADICTED, INCONCLUSIVE = stats.REPRODUCED, stats.CONTRADICTED, s
 VERDICTS = stats.VERDICTS
 COLUMNS = ["claim_id", "verdict", "reason", "ours", "ci_low", "ci_high", "p_value", "init_value", "paper",
            "p_beyond_init", "claim", "group", "statistic", "test", "n_runs", "n_seeds", "runs", "detail"]
-EPS = f"{1e-3:g}"  # threshold ε of the M7/M8 claims (the paper's middle panel, spec §2 [CHOICE])
+EPS = f"{1e-3:g}"  # threshold ε of the M7/M8 claims (the paper's middle panel, protocol §2 [CHOICE])
 TAIL, TAIL_MIN = 0.1, 5  # M1 values: mean over the last 10% (at least 5) of the logged points after warm-up
 
 
@@ -243,7 +243,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("E1-usefulness-released", "Usefulness score falls with depth (Fig 2c, transposed map, D1)", "depth",
           "Spearman ρ(L, U_transposed)", "trend", "usefulness_released", lambda r: r.fig2c_trend("usefulness"), -1,
           "label_depth", note="M6 with the released code's map x Wᵀ + b and its last-block target N_f(x_L) "
-          "(spec D1/D2a)"),
+          "(protocol D1/D2a)"),
     Claim("E1-usefulness-score", "Normalised usefulness falls with depth (continuous M6, not in the paper)", "depth",
           "Spearman ρ(L, mean (r−1)/(ceiling−1))", "trend", "usefulness_score", _nan, -1, "label_depth",
           note="mean over blocks of (r_l − 1)/(c_l − 1), c_l the mean-vector ceiling; paper: no such number"),

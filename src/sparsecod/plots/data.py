@@ -1,4 +1,4 @@
-"""Read access to a finished (or partial) results directory for figures, tables and claims (spec §4).
+"""Read access to a finished (or partial) results directory for figures, tables and claims (protocol §4).
 
 `Results` holds the tidy summary (collect.py: run_id, trained_as, group, scale, source, metric, value, label_*)
 of the groups a figure needs, and opens the per-run files it points to: training logs (M1/M2 variance_log, M10
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# Readable names of the runs whose labels do not spell them (spec §3 E5, Table 5).
+# Readable names of the runs whose labels do not spell them (protocol §3 E5, Table 5).
 MODEL_NAMES = {"dense-400M": "Dense-400M", "moe-2BA400M": "MoE-2BA400M", "dense-1B": "Dense-1B", "moe-7BA1B": "MoE-7BA1B"}
 
 

@@ -1,8 +1,8 @@
-"""Figures 1–29 of the paper (spec §4), one function per figure, from `Results` and the paper's numbers.
+"""Figures 1–29 of the paper (protocol §4), one function per figure, from `Results` and the paper's numbers.
 
 Every function takes (res, ref_dir) and returns [(stem, matplotlib Figure)] in the order of the figure's stems
 in `inventory.FIGURES`; `render` saves them as `<stem>.pdf` and `.png`. Where the paper gives numbers
-(config/reference, spec §5) they are drawn beside ours as hollow black markers labelled "paper".
+(config/reference, protocol §5) they are drawn beside ours as hollow black markers labelled "paper".
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def fig2(res: Results, ref_dir: Path) -> Figures:
         no_data(ax, "jacobian analysis")
     metrics = {"causal": ("causal", "causal_global"), "permutation": ("permutation", "permutation_global"),
                "usefulness": ("usefulness", "usefulness"),
-               USEFULNESS_RELEASED: ("usefulness", "usefulness_transpose_bug")}  # spec D1: the paper's numbers
+               USEFULNESS_RELEASED: ("usefulness", "usefulness_transpose_bug")}  # protocol D1: the paper's numbers
     df = res.scalars("depth", metrics)
     ref = load_reference(ref_dir, "fig2c_depth_scores").set_index("depth")
     ref[USEFULNESS_RELEASED] = ref["usefulness"]
@@ -152,7 +152,7 @@ def fig9(res: Results, ref_dir: Path) -> Figures:
 
 
 def fig12(res: Results, ref_dir: Path) -> Figures:
-    """J̄ of the deepest depth model at the saved layers (spec M3b: 1, 8, 16, 24, 30 for L = 32)."""
+    """J̄ of the deepest depth model at the saved layers (protocol M3b: 1, 8, 16, 24, 30 for L = 32)."""
     runs = res.runs("depth")
     mats = []
     if len(runs):

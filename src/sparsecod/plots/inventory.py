@@ -1,10 +1,10 @@
-"""What every figure and table of the paper and the claims verdict are made of (spec §4, §5): output files and
+"""What every figure and table of the paper and the claims verdict are made of (protocol §4, §5): output files and
 the experiment groups each reads.
 
 Imported by the Snakefile, so it imports nothing heavy. A figure `figN` is one Snakemake job writing all its
 panels as `figures/<stem>.pdf` and `.png`; a table `tableN` writes `tables/<stem>.{csv,md,tex}`; `claims` writes
 `claims.{md,csv}` (paths relative to the results directory).
-Figures 20–25 (score visualizations of "three of the five λ / six T", spec §4 [CHOICE]) are drawn for every run:
+Figures 20–25 (score visualizations of "three of the five λ / six T", protocol §4 [CHOICE]) are drawn for every run:
 Fig 20 = λ 0 and 0.01, Fig 21 = λ 0.1, Fig 22 = λ 1.0 and 3.0, Fig 23 = T 256 and 512, Fig 24 = T 1024 and 2048,
 Fig 25 = T 4096 and 8192 (panel letters a/b in that order).
 """
@@ -126,7 +126,7 @@ TABLES: dict[str, Item] = {item.name: item for item in [
 CLAIMS = Item("claims", ("claims",), PAPER_GROUPS,
               "Each claim of the paper evaluated on this workflow's runs: the statistic (Spearman ρ over a sweep, "
               "a ratio or a difference) with its 95% interval and one-sided p-value, the same statistic on the "
-              "untrained (step-0) controls, the paper's value computed the same way from config/reference (spec §5), "
+              "untrained (step-0) controls, the paper's value computed the same way from config/reference (protocol §5), "
               "and a verdict (reproduced / contradicted / inconclusive) with its reason. At small scales many "
               "verdicts are \"inconclusive\": that is a result, not an error.",
               "", ("md", "csv"), "Claims")

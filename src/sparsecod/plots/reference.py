@@ -1,4 +1,4 @@
-"""The paper's reported numbers (spec §5) from `config/reference/<stem>.csv`; each file has a `source` column."""
+"""The paper's reported numbers (protocol §5) from `config/reference/<stem>.csv`; each file has a `source` column."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`sparsecod render`: dispatch figure, table and claims names to their renderers (spec §4, §5)."""
+"""`sparsecod render`: dispatch figure, table and claims names to their renderers (protocol §4, §5)."""
 
 from __future__ import annotations
 

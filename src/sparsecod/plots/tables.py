@@ -1,9 +1,9 @@
-"""Tables 1–8 of the paper (spec §4) as CSV, Markdown and LaTeX (booktabs), ours beside the paper's (spec §5).
+"""Tables 1–8 of the paper (protocol §4) as CSV, Markdown and LaTeX (booktabs), ours beside the paper's (protocol §5).
 
 Tables 1–5 (E1–E5): one row per run of the group in registry order; for every column `x` of the paper's table
 the row holds ours `x`, the paper's `x_paper` (row matched by label: depth L, λ, T, G or model name) and
 `x_diff` = ours − paper. Tables 6–8 (E1, E5, E6): the model configuration each run actually used (its run.yaml)
-beside the paper's configuration row, plus our non-embedding and active parameter counts (spec §1.4).
+beside the paper's configuration row, plus our non-embedding and active parameter counts (protocol §1.4).
 Missing runs, metrics or paper rows leave empty cells; the CSV keeps full precision, .md/.tex are rounded.
 """
 
@@ -61,7 +61,7 @@ def _config_value(path: str) -> Getter:
 
 
 def _train_tokens(cfg: dict) -> float:
-    """Tokens actually trained: steps run × global batch × sequence length (spec §3)."""
+    """Tokens actually trained: steps run × global batch × sequence length (protocol §3)."""
     train = cfg.get("train") or {}
     if not train:
         return math.nan
@@ -83,7 +83,7 @@ SCORE_TABLES = {
         Column("params", ("train", "params.non_embedding"), "params", "count"),
         Column("effective_layers", ("usefulness", "effective_layers"), "effective_layers", ".0f"),
         Column("wasted_layers", ("usefulness", "wasted_layers"), "wasted_layers", ".0f"),
-        # M6 under the released code's map x Wᵀ + b (spec D1), which produced the paper's numbers
+        # M6 under the released code's map x Wᵀ + b (protocol D1), which produced the paper's numbers
         Column("effective_layers_released", ("usefulness", "effective_layers_transpose_bug"), "effective_layers",
                ".0f"),
         # continuous M6 beside τ (not in the paper): mean (r−1)/(ceiling−1) and the largest mean-vector ceiling;
@@ -119,7 +119,7 @@ def _moe(cfg: dict) -> dict | None:
 
 
 def _mlp_inner(cfg: dict) -> float:
-    """SwiGLU inner width: d_ff for dense models, the per-expert width h_e for MoE (spec §1.2–1.3)."""
+    """SwiGLU inner width: d_ff for dense models, the per-expert width h_e for MoE (protocol §1.2–1.3)."""
     moe = _moe(cfg)
     return float(moe["d_expert"]) if moe else _config_value("model.d_ff")(cfg)
 

@@ -1,4 +1,4 @@
-"""Training of one run with Lightning (spec §1.1 data, §1.5 optimisation, M1/M2/M10 logging, D3).
+"""Training of one run with Lightning (protocol §1.1 data, §1.5 optimisation, M1/M2/M10 logging, D3).
 
 Public entry points: `train_run` (what `sparsecod train` calls) and `read_log` (the run's logs as
 DataFrames). Heavy imports (torch, lightning) happen in the submodules.

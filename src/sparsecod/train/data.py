@@ -1,4 +1,4 @@
-"""Training instances from a token shard (spec §1.1): windows, targets, and the batch of every step.
+"""Training instances from a token shard (protocol §1.1): windows, targets, and the batch of every step.
 
 A shard directory holds a flat token stream per split (`train.bin`, `heldout.bin`; read with
 `sparsecod.data.shards.open_tokens`). Training instances are the consecutive non-overlapping windows of exactly
@@ -28,7 +28,7 @@ class TokenWindows:
 
     window i is tokens[i·T : (i+1)·T] (`windows(ids)` gathers several); `inputs_targets` turns windows (..., T) into the model
     input (the whole window) and next-token targets (..., T) with the last position ignored, i.e.
-    T−1 targets per window and the first token never a target (spec §1.1).
+    T−1 targets per window and the first token never a target (protocol §1.1).
     """
 
     def __init__(self, tokens: np.ndarray, seq_len: int, name: str = "tokens") -> None:

@@ -1,4 +1,4 @@
-"""Peak GPU memory per device of a training job, from shapes alone (issue 16; spec §1.2-§1.5, §3).
+"""Peak GPU memory per device of a training job, from shapes alone (issue 16; protocol §1.2-§1.5, §3).
 
 peak bytes per device = states + activations (+ a fixed CUDA reserve on GPUs), where
 * states: fp32 parameters, gradients and both AdamW moments (16 B/param under bf16-mixed or 32-true), held in

@@ -1,6 +1,6 @@
 """Lightning wrappers for training one run: the LightningModule (one optimizer step per batch) and the data.
 
-Optimization is manual so that one Lightning batch is exactly one optimizer step (spec §1.5):
+Optimization is manual so that one Lightning batch is exactly one optimizer step (protocol §1.5):
 the step's micro-batches are forwarded and back-propagated in turn (loss / A each, so the gradient
 is the mean over the global batch; DDP averages over ranks), the step's losses are all-reduced, a
 non-finite or too-large loss stops the run *before* the update (divergence keeps the last finite
@@ -116,7 +116,7 @@ class LMTrainModule(L.LightningModule):
         super().__init__()
         self.run, self.cfg = run, run.train
         self.automatic_optimization = False
-        self.model = init_model(run.model, self.cfg.seed)  # init (spec §1.5: seed for init and data order)
+        self.model = init_model(run.model, self.cfg.seed)  # init (protocol §1.5: seed for init and data order)
         if self.cfg.act_ckpt:  # before parallel.py compiles / shards it (train.compile, train.strategy)
             from .act_ckpt import apply_act_ckpt
 

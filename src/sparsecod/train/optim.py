@@ -1,4 +1,4 @@
-"""AdamW with the paper's weight-decay groups and LR schedule (spec §1.5).
+"""AdamW with the paper's weight-decay groups and LR schedule (protocol §1.5).
 
 Decay applies to every matrix (the rule: `sparsecod.model.decay`); the embedding and the RMSNorm gains
 are not decayed. The schedule is a linear warmup 0 -> peak over `warmup_steps`, then a cosine from peak to
@@ -17,7 +17,7 @@ from ..model.transformer import Transformer
 
 
 def param_groups(model: Transformer, weight_decay: float) -> list[dict]:
-    """[{"params", "names", "weight_decay"=λ}, {"params", "names", "weight_decay"=0}] (spec §1.5; the rule is
+    """[{"params", "names", "weight_decay"=λ}, {"params", "names", "weight_decay"=0}] (protocol §1.5; the rule is
     `sparsecod.model.decay.decay_split`)."""
     return [{"params": [p for _, p in group], "names": [n for n, _ in group], "weight_decay": wd}
             for group, wd in zip(decay_split(model), (weight_decay, 0.0))]

@@ -13,7 +13,7 @@ on how parameters are laid out over devices lives here (torchtitan's `paralleliz
   itself in `configure_model`; this subclass shards in `setup` instead, so the module stays unaware.
 - `shard_model`: `fully_shard` per block (MoE router as its own fp32 unit) and the root (embedding, final norm,
   LM head). For bf16-mixed, `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)` on the blocks: all-gathers
-  and matmuls in bf16, gradients reduce-scattered and accumulated in fp32 (spec §1.5: fp32 master weights and
+  and matmuls in bf16, gradients reduce-scattered and accumulated in fp32 (protocol §1.5: fp32 master weights and
   gradients); block inputs are not cast, so the residual stream stays fp32 as on the DDP path (Lightning's
   autocast still runs around the step). Gradient accumulation reduce-scatters every micro-batch (sharded gradients,
   no unsharded copy kept), which sums to the same gradient as DDP's single all-reduce.
@@ -66,7 +66,7 @@ def shard_model(model: Transformer, mesh, precision: str) -> None:
     for block in model.blocks:
         router = getattr(block.ffn, "router", None)
         if router is not None and policy is not None:
-            fully_shard(router, mesh=mesh, mp_policy=fp32)  # spec §1.3: the router computes in fp32
+            fully_shard(router, mesh=mesh, mp_policy=fp32)  # protocol §1.3: the router computes in fp32
         fully_shard(block, **block_kw)
     fully_shard(model, mesh=mesh)  # fp32 embedding (residual stream), final norm and LM head (autocast matmul)
 

@@ -20,7 +20,7 @@ Reduce = Callable[[torch.Tensor], torch.Tensor]  # sum over data-parallel ranks
 
 
 class VarianceAccumulator:
-    """M1/M2 (spec §2): Var of x_{l+1}, a_l, m_l per block, and of x_L / N_f(x_L) (spec D3).
+    """M1/M2 (protocol §2): Var of x_{l+1}, a_l, m_l per block, and of x_L / N_f(x_L) (protocol D3).
 
     Var(h) is `feature_variance` (across the d features of each token, unbiased, mean over tokens);
     a step's value is the token-weighted mean over micro-batches and ranks.
@@ -67,11 +67,11 @@ class VarianceAccumulator:
 
 
 class KurtosisAccumulator:
-    """M10 (spec §2): per-dimension Pearson kurtosis of every block output x_{l+1} over the step's tokens.
+    """M10 (protocol §2): per-dimension Pearson kurtosis of every block output x_{l+1} over the step's tokens.
 
     κ_j = m4_j / m2_j² with central moments over all N tokens of the global batch (all micro-batches
     and ranks), from fp64 power sums Σh^p, p = 1..4; κ_j = 3 where m2_j = 0. Layer level K = mean_j κ_j.
-    Pooling over the global batch (the spec's "tokens of the micro-batch") keeps the value independent
+    Pooling over the global batch (the protocol's "tokens of the micro-batch") keeps the value independent
     of the micro-batch size and the device count.
     """
 
