@@ -11,14 +11,19 @@ import sys
 
 
 def _params(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("params", help="parameter counts of every paper model preset (built on the meta device)")
+    p = sub.add_parser("params", help="parameter counts of every run's model (built on the meta device)",
+                       description="The models of a workflow config's runs, read through the registry the workflow "
+                                   "builds (models: and each run's model:).")
     p.add_argument("--format", choices=["table", "csv"], default="table")
-    p.add_argument("presets", nargs="*", help="preset names (default: all)")
+    p.add_argument("--config", default=None, help="workflow config (default: the paper config, config/config.yaml)")
+    p.add_argument("presets", nargs="*", help="run ids or names under models: (default: every run)")
 
     def run(args: argparse.Namespace) -> int:
+        from .experiments import load_registry
         from .model.params import params_table
 
-        print(params_table(args.presets or None, fmt=args.format))
+        registry = load_registry(args.config) if args.config else None
+        print(params_table(args.presets or None, fmt=args.format, registry=registry))
         return 0
 
     p.set_defaults(func=run)
@@ -32,11 +37,12 @@ def _plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["table", "csv"], default="table")
 
     def run(args: argparse.Namespace) -> int:
+        from .config.workflow import Resources
         from .experiments import load_config, Registry
         from .train.memory_plan import plan_registry, plan_table
 
         config = load_config(args.config)
-        cap = float((config.get("resources") or {}).get("gpu_mem_gb", 80))
+        cap = float(Resources.from_config(config).gpu_mem_gb)
         print(plan_table(plan_registry(Registry(config)), cap, fmt=args.format))
         return 0
 
@@ -89,7 +95,7 @@ def _tokenize(sub: argparse._SubParsersAction) -> None:
 
         from .data.config import DataConfig
         from .data.shards import build_shards
-        from .model.config import ConfigError
+        from .config.errors import ConfigError
 
         section: dict = {}
         if args.config and args.data_json:
@@ -139,7 +145,7 @@ def _analyze(sub: argparse._SubParsersAction) -> None:
         from .fileio import write_json_atomic
         from .metrics.runner import analyze
         from .metrics.settings import AnalysisSettings, read_settings_file
-        from .model.config import ConfigError
+        from .config.errors import ConfigError
         from .model.hf_llama import is_llama_dir
 
         mapping, workflow = read_settings_file(args.config) if args.config else ({}, None)
@@ -344,7 +350,21 @@ def _merge_summaries(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_params, _plan, _train, _tokenize, _analyze, _evaluate, _export_hf, _render,
+def _schema(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("schema", help="the workflow config's JSON schema, generated from the key definitions",
+                       description="sparsecod schema > workflow/schemas/config.schema.yaml regenerates the schema "
+                                   "Snakemake validates every config against (sparsecod.config.schema).")
+
+    def run(args: argparse.Namespace) -> int:
+        from .config.schema import schema_yaml
+
+        sys.stdout.write(schema_yaml())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+COMMANDS = [_params, _plan, _schema, _train, _tokenize, _analyze, _evaluate, _export_hf, _render,
             _run_config, _select_lr, _collect, _merge_summaries]
 
 
@@ -360,7 +380,7 @@ def _json_mapping(text: str, option: str) -> dict:
     """Parse a JSON object given on the command line; ConfigError naming `option` otherwise."""
     import json
 
-    from .model.config import ConfigError
+    from .config.errors import ConfigError
 
     try:
         value = json.loads(text)
@@ -376,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     with one line `sparsecod <command>: error: ...` and exit code 2 instead of a traceback."""
     import logging
 
-    from .model.config import ConfigError
+    from .config.errors import ConfigError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -19,6 +19,7 @@ Nothing here imports torch, so Snakemake parses the registry in well under a sec
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,16 @@ from typing import Any
 
 import yaml
 
-from .config import RunConfig, TrainConfig
-from .model.config import ConfigError, ModelConfig
+from .config.errors import ConfigError
+from .config.keys import check_keys, from_mapping, key_names
+from .config.run import RunConfig
+from .config.train import TrainConfig
+from .config.workflow import Group, LrSweep, Resources, RunKeys, SweepEntry
+from .model.config import ModelConfig
 
 PAPER_GROUPS = ("depth", "weight_decay", "seqlen", "gqa", "moe", "ablation", "sublayer")  # E1-E7
 GROUPS = (*PAPER_GROUPS, "lns")  # lns: beyond the paper (E1 with LayerNorm Scaling, issue 19)
-_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
-_RUN_ONLY_KEYS = {"model", "lr", "tokens", "labels", "seeds"}
+RUN_KEYS = (*key_names(TrainConfig), *key_names(RunKeys))  # what defaults, a group's train and a run may set
 SEED_SEP = "~s"  # replicate k of run R is R~s<k> (k >= 1); seed 0 is R itself
 
 
@@ -104,9 +108,7 @@ class Registry:
     def _add_group(self, group: str, spec: dict[str, Any] | None) -> None:
         if spec is None:
             raise ConfigError(f"groups.{group} is missing: every scale defines all groups {', '.join(GROUPS)}")
-        bad = set(spec) - {"train", "runs", "analyses", "evaluate", "seeds"}
-        if bad:
-            raise ConfigError(f"unknown key(s) {sorted(bad)} in groups.{group}")
+        check_keys(spec, key_names(Group), f"groups.{group}")
         base = {**_section(self.config, "defaults"), **(spec.get("train") or {})}
         self.group_runs[group] = []
         for run_id, overrides in (spec.get("runs") or {}).items():
@@ -139,9 +141,7 @@ class Registry:
     def _make_run(self, group: str, run_id: str, settings: dict[str, Any], analyses: tuple,
                   evaluate: tuple[str, ...]) -> RunSpec:
         where = f"groups.{group}.runs.{run_id}"
-        bad = set(settings) - _TRAIN_KEYS - _RUN_ONLY_KEYS
-        if bad:
-            raise ConfigError(f"unknown key(s) {sorted(bad)} in {where} (or its group/defaults)")
+        check_keys(settings, RUN_KEYS, f"{where} (or its group/defaults)")
         model_name = settings.pop("model", None)
         if model_name not in self.models:
             raise ConfigError(f"{where}.model={model_name!r} is not defined under models")
@@ -168,8 +168,8 @@ class Registry:
                 raise ConfigError(f"{where}.lr={value!r} is not defined under lr")
             value = self.lrs[value]
         if isinstance(value, dict):
-            default = float(value.get("default", 1e-3))
-            return default, value["sweep"]
+            entry = from_mapping(LrSweep, value, f"{where}.lr")
+            return entry.default, entry.sweep
         return float(value), None
 
     def _register(self, run: RunSpec) -> None:
@@ -184,19 +184,11 @@ class Registry:
 
     def _add_sweep(self, name: str, spec: dict[str, Any]) -> None:
         where = f"sweeps.{name}"
-        bad = set(spec) - {"run", "grid", "budget_fraction"}
-        if bad:
-            raise ConfigError(f"unknown key(s) {sorted(bad)} in {where}")
-        base_id = spec.get("run")
-        if base_id not in self.runs and base_id not in self.aliases:
-            raise ConfigError(f"{where}.run={base_id!r} is not a run of any group")
-        base = self.spec(base_id)
-        fraction = float(spec.get("budget_fraction", 0.1))
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"{where}.budget_fraction must be in (0, 1], got {fraction}")
-        grid = tuple(float(x) for x in spec.get("grid", ()))
-        if not grid:
-            raise ConfigError(f"{where}.grid must list at least one learning rate")
+        sweep = from_mapping(SweepEntry, spec, where)
+        if sweep.run not in self.runs and sweep.run not in self.aliases:
+            raise ConfigError(f"{where}.run={sweep.run!r} is not a run of any group")
+        base = self.spec(sweep.run)
+        fraction, grid = sweep.budget_fraction, sweep.grid
         steps = max(1, round(base.train.steps * fraction))
         # keep the base warmup unless it would eat most of the shortened schedule
         warmup = base.train.warmup_steps if base.train.warmup_steps <= steps // 2 else max(1, steps // 10)
@@ -290,7 +282,7 @@ class Registry:
         aliases = sorted(self.trained_together(run.run_id)[1:])
         meta = {"group": run.group, "labels": run.labels, "aliases": aliases, "lr_sweep": run.lr_sweep,
                 "sweep_of": run.sweep_of, "scale": self.config.get("scale"),
-                "peak_flops": (self.config.get("resources") or {}).get("gpu_peak_flops")}  # MFU in the logs
+                "peak_flops": Resources.from_config(self.config).gpu_peak_flops}  # MFU in the logs
         return RunConfig(run_id=run.run_id, model=model, train=train, data=str(self.data_dir()), meta=meta)
 
     def write_run_config(self, run_id: str, out: Path, log: Path | None = None) -> RunConfig:
@@ -336,6 +328,18 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 def load_registry(path: str | Path) -> Registry:
     return Registry(load_config(path))
+
+
+PAPER_CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.yaml"  # the checkout's paper-scale config
+
+
+@functools.cache
+def paper_registry() -> Registry:
+    """The Registry of config/config.yaml: where the paper's model shapes are defined (sparsecod.model.presets)."""
+    if not PAPER_CONFIG.is_file():
+        raise ConfigError(f"the paper config {PAPER_CONFIG} is missing (sparsecod reads it from its checkout); "
+                          "give a workflow config instead, e.g. --config config/config.yaml")
+    return load_registry(PAPER_CONFIG)
 
 
 # The workflow's validated config as JSON, set by workflow/rules/common.smk for the verbs its rules call

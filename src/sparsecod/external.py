@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .model.config import ConfigError
+from .config.errors import ConfigError
 
 # The metric families of an external model's figures (per-layer variance and kurtosis, Jacobian deviation,
 # causal and permutation matrices, usefulness ratios) and its perplexity.

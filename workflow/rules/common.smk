@@ -9,6 +9,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not installed
+from sparsecod.config.analysis import AnalysisJobs  # noqa: E402
+from sparsecod.config.keys import key_names  # noqa: E402
+from sparsecod.config.workflow import Resources as ResourceKeys  # noqa: E402  (Snakemake has its own Resources)
 from sparsecod.experiments import GROUPS, WORKFLOW_CONFIG_ENV, Registry, load_config  # noqa: E402
 from sparsecod.model.flops import recompute_factor, train_flops  # noqa: E402
 from sparsecod.train.memory_plan import memory_problems  # noqa: E402
@@ -27,10 +30,12 @@ REG = Registry(config)
 os.environ[WORKFLOW_CONFIG_ENV] = json.dumps(config)  # the registry of the rules' `sparsecod` verbs (no run: blocks)
 RESULTS = str(REG.results)
 DATA = str(REG.data_dir())
-RES = config["resources"]
-# analysis settings handed to `sparsecod analyze` (the job-layout switch stays in the workflow); sorted keys,
+RES = vars(ResourceKeys.from_config(config))  # resources:, defaults filled in (sparsecod.config.workflow)
+# analysis settings handed to `sparsecod analyze` (the job-layout switches stay in the workflow); sorted keys,
 # so reordering the config (or writing it with yaml.safe_dump) re-runs nothing
-ANALYSIS_SETTINGS = json.dumps({k: v for k, v in config["analysis"].items() if k != "one_job_per_run"}, sort_keys=True)
+ANALYSIS_SETTINGS = json.dumps(
+    {k: v for k, v in config["analysis"].items() if k not in key_names(AnalysisJobs)}, sort_keys=True
+)
 # Every rule runs the package from this checkout, whether it is pip-installed, in a conda env or neither.
 SPARSECOD = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m sparsecod"
 
@@ -141,14 +146,14 @@ def train_resources(wildcards):
         "gpu": gpus,
         "nodes": t.num_nodes,
         "tasks_per_node": t.devices if gpus else 1,
-        "runtime": min(minutes, RES.get("max_runtime", 1440)),
+        "runtime": min(minutes, RES["max_runtime"]),
         "mem_mb": RES["train_mem_mb"],
     }
 
 
 def _check_memory():
     """A GPU run whose planned memory per GPU exceeds resources.gpu_mem_gb fails before any job starts."""
-    problem = memory_problems(REG, RES.get("gpu_mem_gb", 80))
+    problem = memory_problems(REG, RES["gpu_mem_gb"])
     if problem:
         raise WorkflowError(
             problem[0] + (f" (and {len(problem) - 1} more; see `sparsecod plan`)" if len(problem) > 1 else "")

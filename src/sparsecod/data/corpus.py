@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 from .config import PAPER_CORPUS, DataConfig
 from .network import OfflineError, offline_reason
 

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 from ..fileio import file_sha256, write_bytes_atomic, write_json_atomic
 from .config import PAPER_CORPUS, DataConfig
 from .corpus import (SPLITS, check_corpus_reachable, corpus_kind, describe_source, iter_documents, iter_split,

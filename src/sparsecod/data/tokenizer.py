@@ -21,7 +21,7 @@ from pathlib import Path
 import tokenizers
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 from ..fileio import file_sha256, write_bytes_atomic
 from .config import BPE_PATTERN
 from .network import OfflineError, offline_reason

@@ -25,14 +25,13 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 from .results import MetricResult, write_result
 from .samples import analysis_set, attn_set, heldout_stream, ppl_set
-from .settings import AnalysisSettings
+from .settings import METRICS, AnalysisSettings
 
 log = logging.getLogger(__name__)
 
-METRICS = ("weight_sparsity", "perplexity", "kurtosis", "jacobian", "causal", "permutation", "usefulness", "attention")
 INIT_METRICS = ("weight_sparsity", "causal", "permutation", "usefulness", "attention")  # the claims' families
 INIT_DIR = "init"
 

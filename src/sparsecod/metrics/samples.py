@@ -17,7 +17,7 @@ import os
 import numpy as np
 import torch
 
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 
 
 def heldout_stream(shard_dir: str | os.PathLike) -> np.ndarray:

@@ -1,24 +1,28 @@
 """Typed model configuration (protocol §1.2 dense, §1.3 MoE, §1.4 parameter counts).
 
-One dataclass describes every model of the paper: dense or MoE, MHA, GQA or MQA. Sizes are
-validated on construction so a bad config fails before any job starts, naming the field.
+One dataclass describes every model of the paper: dense or MoE, MHA, GQA or MQA. Its fields are the keys of a
+workflow config's `models.<name>` (sparsecod.config.keys: type, default, bounds, description); sizes are validated
+on construction so a bad config fails before any job starts, naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+from typing import Any, Literal, get_args
+
+from pydantic.json_schema import SkipJsonSchema
+
+from ..config.errors import ConfigError
+from ..config.keys import Int, Real, from_mapping, key, section
+
+NormScaling = Literal["none", "lns"]  # model.norm_scaling: Pre-LN as in the paper, or LayerNorm Scaling
+NORM_SCALINGS = get_args(NormScaling)
+
+__all__ = ["ConfigError", "ModelConfig", "MoEConfig", "NORM_SCALINGS"]
 
 
-NORM_SCALINGS = ("none", "lns")  # model.norm_scaling: Pre-LN as in the paper, or LayerNorm Scaling
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key and how to fix it."""
-
-
-@dataclass(frozen=True)
+@section("moe")
 class MoEConfig:
     """OLMoE-style dropless MoE FFN (protocol §1.3).
 
@@ -27,25 +31,21 @@ class MoEConfig:
     load-balancing and router z-loss weights, each divided by the number of layers (protocol §1.3).
     """
 
-    n_experts: int
-    top_k: int
-    d_expert: int
-    d_shared: int = 0
-    lb_weight: float = 0.01
-    z_weight: float = 0.001
+    n_experts: Int = key(doc="E: routed experts per layer", ge=1)
+    top_k: Int = key(doc="k: experts per token (<= n_experts)", ge=1)
+    d_expert: Int = key(doc="h_e: SwiGLU inner width of one expert", ge=1)
+    d_shared: Int = key(0, "h_s: inner width of the shared expert (0 = none)", ge=0)
+    lb_weight: Real = key(0.01, "load-balancing loss weight (divided by the number of layers)", ge=0)
+    z_weight: Real = key(0.001, "router z-loss weight (divided by the number of layers)", ge=0)
 
     def __post_init__(self) -> None:
-        if self.n_experts < 1:
-            raise ConfigError(f"moe.n_experts must be >= 1, got {self.n_experts}")
-        if not 1 <= self.top_k <= self.n_experts:
+        if self.top_k > self.n_experts:
             raise ConfigError(
                 f"moe.top_k={self.top_k} must be between 1 and moe.n_experts={self.n_experts}"
             )
-        if self.d_expert < 1 or self.d_shared < 0:
-            raise ConfigError("moe.d_expert must be >= 1 and moe.d_shared >= 0")
 
 
-@dataclass(frozen=True)
+@section("model")
 class ModelConfig:
     """A Pre-LN Llama-style decoder (protocol §1.2) with an optional MoE FFN (protocol §1.3).
 
@@ -55,24 +55,22 @@ class ModelConfig:
     Sun et al. 2025: block ℓ's pre-norm outputs scaled by 1/√ℓ, see `transformer.norm_scale`); no parameters.
     """
 
-    n_layers: int
-    d_model: int
-    n_heads: int
-    n_kv_heads: int
-    d_ff: int
-    vocab_size: int = 50280
-    pad_vocab_to: int = 128
-    norm_eps: float = 1e-5
-    rope_theta: float = 10_000.0
-    init_std: float = 0.02
-    moe: MoEConfig | None = None
-    norm_scaling: str = "none"
-    name: str = field(default="", compare=False)
+    n_layers: Int = key(doc="L: transformer blocks", ge=1)
+    d_model: Int = key(doc="d: residual stream width (d_model / n_heads must be even, RoPE)", ge=2)
+    n_heads: Int = key(doc="H: query heads (divides d_model)", ge=1)
+    n_kv_heads: Int = key(doc="H_kv: key/value heads (divides n_heads; G = H / H_kv)", ge=1)
+    d_ff: Int = key(doc="f: SwiGLU inner width (0 with moe)", ge=0)
+    vocab_size: Int = key(50280, "tokenizer vocabulary (run configs take it from the token shards)", ge=1)
+    pad_vocab_to: Int = key(128, "embedding and LM-head rows are padded to a multiple of this", ge=1)
+    norm_eps: Real = key(1e-5, "RMSNorm ε", gt=0)
+    rope_theta: Real = key(10_000.0, "RoPE base θ", gt=0)
+    init_std: Real = key(0.02, "standard deviation of the normal initialisation", gt=0)
+    moe: MoEConfig | None = key(None, "OLMoE-style dropless MoE FFN instead of the dense one (protocol §1.3)")
+    norm_scaling: NormScaling = key("none", "none = Pre-LN (the paper), lns = LayerNorm Scaling (1/sqrt(l) on "
+                                            "block l's norm outputs)")
+    name: SkipJsonSchema[str] = field(default="", compare=False)  # the model's name under models: (set by the registry)
 
     def __post_init__(self) -> None:
-        for key in ("n_layers", "d_model", "n_heads", "n_kv_heads", "vocab_size", "pad_vocab_to"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"model.d_model={self.d_model} must be divisible by model.n_heads={self.n_heads}"
@@ -84,8 +82,6 @@ class ModelConfig:
             )
         if (self.d_model // self.n_heads) % 2:
             raise ConfigError(f"head dim d_model/n_heads={self.d_model // self.n_heads} must be even (RoPE)")
-        if self.norm_scaling not in NORM_SCALINGS:
-            raise ConfigError(f"model.norm_scaling={self.norm_scaling!r}: use one of {', '.join(NORM_SCALINGS)}")
         if self.moe is None and self.d_ff < 1:
             raise ConfigError(f"model.d_ff must be >= 1 for a dense model, got {self.d_ff}")
 
@@ -119,18 +115,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown model config key(s): {sorted(unknown)}; known: {sorted(known)}")
-        data = dict(data)
-        if data.get("moe") is not None:
-            moe_known = {f.name for f in dataclasses.fields(MoEConfig)}
-            bad = set(data["moe"]) - moe_known
-            if bad:
-                raise ConfigError(f"unknown model.moe key(s): {sorted(bad)}; known: {sorted(moe_known)}")
-            data["moe"] = MoEConfig(**data["moe"])
-        return cls(**data)
+        """From a mapping (a `models.<name>` entry, a saved config.json); a `moe` mapping becomes a MoEConfig."""
+        return from_mapping(cls, data)
 
     # --- parameter counts (protocol §1.4) -----------------------------------------------------------
     def param_counts(self) -> dict[str, int]:

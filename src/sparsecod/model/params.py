@@ -1,16 +1,18 @@
-"""Parameter counts of the paper presets, measured on models built on the `meta` device (protocol §1.4)."""
+"""Parameter counts of a workflow config's models, measured on models built on the `meta` device (protocol §1.4)."""
 
 from __future__ import annotations
 
 import torch
 
-from .presets import PAPER_MODELS, get_preset
+from ..experiments import Registry, paper_registry
+from .presets import get_preset
 from .transformer import Transformer
 
 
-def measured_counts(name: str) -> dict[str, int]:
-    """Build preset `name` without memory and count: total, non-embedding (all but wte), active."""
-    cfg = get_preset(name)
+def measured_counts(name: str, registry: Registry | None = None) -> dict[str, int]:
+    """Build the model of run (or shape) `name` of `registry` (default: the paper config) without memory and
+    count: total, non-embedding (all but wte), active."""
+    cfg = get_preset(name, registry)
     with torch.device("meta"):
         model = Transformer(cfg)
     total = sum(p.numel() for p in model.parameters())
@@ -23,9 +25,11 @@ def measured_counts(name: str) -> dict[str, int]:
     return {"total": total, "non_embedding": non_emb, "active": non_emb - inactive}
 
 
-def params_table(names: list[str] | None = None, fmt: str = "table") -> str:
-    """CSV (`run_id,total_params,non_embedding_params,active_params`) or an aligned table in billions."""
-    rows = [(n, measured_counts(n)) for n in (names or PAPER_MODELS)]
+def params_table(names: list[str] | None = None, fmt: str = "table", registry: Registry | None = None) -> str:
+    """CSV (`run_id,total_params,non_embedding_params,active_params`) or an aligned table in billions; one row per
+    name (default: every paper run id of `registry`)."""
+    registry = registry or paper_registry()
+    rows = [(n, measured_counts(n, registry)) for n in (names or registry.all_ids())]
     if fmt == "csv":
         lines = ["run_id,total_params,non_embedding_params,active_params"]
         lines += [f"{n},{c['total']},{c['non_embedding']},{c['active']}" for n, c in rows]

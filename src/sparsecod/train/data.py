@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 
 IGNORE_INDEX = -100
 

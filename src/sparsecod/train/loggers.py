@@ -17,7 +17,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 from .logs import LOG_NAMES, LogWriter
 
 

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import RunConfig, TrainConfig
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 from ..model.io import init_model
 from ..data.shards import open_tokens
 from .data import IGNORE_INDEX, HeldoutWindows, StepBatches, StepSchedule, TokenWindows

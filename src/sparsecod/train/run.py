@@ -39,7 +39,7 @@ import torch
 
 from ..config import SHARDED_STRATEGY, RunConfig, TrainConfig
 from ..fileio import write_json_atomic
-from ..model.config import ConfigError
+from ..config.errors import ConfigError
 from ..model.io import save_model
 from .checkpoint_io import META_FILE, AtomicCheckpointIO, checkpoint_step
 from .logs import consolidate, read_log
