@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+CE_CHUNK_TOKENS = 4096  # tokens per chunk of the training loss: 4096 x V=50304 fp32 logits = 0.8 GB at a time
+
 
 NORM_SCALINGS = ("none", "lns")  # model.norm_scaling: Pre-LN as in the paper, or LayerNorm Scaling
 
