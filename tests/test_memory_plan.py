@@ -14,7 +14,7 @@ import pytest
 from sparsecod.cli import main as cli_main
 from sparsecod.config import TrainConfig
 from sparsecod.experiments import load_registry
-from sparsecod.model.config import ModelConfig, MoEConfig
+from sparsecod.model.config import CE_CHUNK_TOKENS, ModelConfig, MoEConfig
 from sparsecod.train.memory_plan import GIB, block_params, memory_problems, plan_memory, plan_registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +44,12 @@ def test_state_bytes_by_hand():
 
 def test_activations_scale_with_tokens_and_checkpointing_and_sharding_halves_states():
     cfg = ModelConfig(n_layers=16, d_model=2048, n_heads=16, n_kv_heads=16, d_ff=8192)
-    a = plan_memory("x", cfg, _train(seq_len=4096, micro_batch=4, global_batch=256, devices=4))
-    b = plan_memory("x", cfg, _train(seq_len=4096, micro_batch=2, global_batch=256, devices=4))
-    c = plan_memory("x", cfg, _train(seq_len=4096, micro_batch=4, global_batch=256, devices=4, act_ckpt=True))
+    a = plan_memory("x", cfg, _train(seq_len=1024, micro_batch=4, global_batch=256, devices=4))
+    b = plan_memory("x", cfg, _train(seq_len=1024, micro_batch=2, global_batch=256, devices=4))
+    c = plan_memory("x", cfg, _train(seq_len=1024, micro_batch=4, global_batch=256, devices=4, act_ckpt=True))
     assert b.activation_bytes == pytest.approx(a.activation_bytes / 2)
     assert c.activation_bytes < 0.5 * a.activation_bytes
-    d = plan_memory("x", cfg, _train(seq_len=4096, micro_batch=4, global_batch=256, devices=8, strategy="fsdp2"))
+    d = plan_memory("x", cfg, _train(seq_len=1024, micro_batch=4, global_batch=256, devices=8, strategy="fsdp2"))
     assert d.state_bytes < 0.25 * a.state_bytes  # 16 B/param over 8 ranks + the unsharded working set
 
 
@@ -87,9 +87,9 @@ def test_every_paper_run_fits_80_gib():
 
 def test_memory_problem_names_the_run_and_the_keys():
     reg = load_registry(ROOT / "config" / "config.yaml")
-    lines = memory_problems(reg, 40)
+    lines = memory_problems(reg, 30)
     (line,) = [x for x in lines if x.startswith("run abl-A2 ")]
-    assert "resources.gpu_mem_gb=40" in line and "groups.ablation.runs.abl-A2" in line and "act_ckpt" in line
+    assert "resources.gpu_mem_gb=30" in line and "groups.ablation.runs.abl-A2" in line and "act_ckpt" in line
     assert "\n" not in line
 
 
@@ -111,3 +111,19 @@ def test_snakemake_dry_run_rejects_a_run_that_does_not_fit(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "needs" in out and "more than resources.gpu_mem_gb=50" in out and "Traceback" not in out, out[-2000:]
+
+
+
+def test_a_chunked_loss_counts_one_chunk_of_logits():
+    """Above CE_CHUNK_TOKENS tokens per micro-batch the loss is chunked (model.transformer): one chunk's logits."""
+    cfg = ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=4, d_ff=128, vocab_size=50304)
+    fp32 = dict(global_batch=64, accelerator="cpu", precision="32-true")
+    per_logit = 16 * cfg.padded_vocab  # fp32: log-softmax, its gradient, exp(.) and the logits' gradient
+
+    def act(tokens: int) -> float:
+        return plan_memory("x", cfg, _train(seq_len=tokens // 2, **fp32)).activation_bytes
+
+    below, at, above = act(CE_CHUNK_TOKENS // 2), act(CE_CHUNK_TOKENS), act(4 * CE_CHUNK_TOKENS)
+    rest = (at - per_logit * CE_CHUNK_TOKENS) / CE_CHUNK_TOKENS  # bytes per token outside the loss
+    assert above == pytest.approx(4 * CE_CHUNK_TOKENS * rest + per_logit * CE_CHUNK_TOKENS)
+    assert below == pytest.approx(CE_CHUNK_TOKENS // 2 * (rest + per_logit))

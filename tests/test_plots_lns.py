@@ -15,8 +15,8 @@ from sparsecod.plots.render import render_items
 from sparsecod.plots.tables import lns_table
 
 REF = ROOT / "config" / "reference"
-X_IDS = ["X1-variance-L12", "X1-variance-L16", "X1-variance-L24", "X1-variance-L32", "X2-causal-L32",
-         "X2-permutation-L32", "X2-usefulness-L32"]
+X_IDS = ["X1-variance-L12", "X1-variance-L16", "X1-variance-L24", "X1-variance-L32", "X1-causal-L32",
+         "X1-permutation-L32", "X1-usefulness-L32"]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ path}`, results in `<results>/external/<name>/`) share one layout of OUT:
                     tokenizer.json (train split capped at one token: only the held-out split is used)
     OUT/analysis/   the metric files (EXTERNAL_ANALYSES), as for a trained run; OUT has no run.yaml, so the
                     perplexity window T (analysis.ppl_seq_len) defaults to the checkpoint's max_position_embeddings
-The held-out documents are chosen by content hash (protocol §1.6), so they are the documents the paper-style runs of
+The held-out documents are chosen by content hash (protocol §1.1), so they are the documents the paper-style runs of
 the same config are evaluated on, in the checkpoint's tokenization.
 """
 

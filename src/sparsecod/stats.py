@@ -1,4 +1,4 @@
-"""The statistics of the verdicts: intervals, tests and the verdict rule (protocol §5; DESIGN: "one module").
+"""The statistics of the verdicts: intervals, tests and the verdict rule (protocol §8; DESIGN: "one module").
 
 Metrics (window bootstrap of their scores), collect and the claims read these functions; nothing else in the
 project computes a p-value or an interval. Everything is scipy.stats:

@@ -21,6 +21,8 @@ NORM_SCALINGS = get_args(NormScaling)
 
 __all__ = ["ConfigError", "ModelConfig", "MoEConfig", "NORM_SCALINGS"]
 
+CE_CHUNK_TOKENS = 4096  # tokens per chunk of the training loss: 4096 x V=50304 fp32 logits = 0.8 GB at a time
+
 
 @section("moe")
 class MoEConfig:

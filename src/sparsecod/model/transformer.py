@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import Attention, RotaryEmbedding
-from .config import ModelConfig
+from .config import CE_CHUNK_TOKENS, ModelConfig
 from .ffn import SwiGLU
 from .moe import MoE, MoEAux
 
@@ -127,9 +127,6 @@ class AffineBlock(nn.Module):
         if ctx.capture:
             ctx.traces.append(BlockTrace(x, None, None, y))
         return y
-
-
-CE_CHUNK_TOKENS = 4096  # tokens per chunk of the training loss: 4096 x V=50304 fp32 logits = 0.8 GB at a time
 
 
 def chunked_cross_entropy(h: torch.Tensor, lm_head: nn.Linear, targets: torch.Tensor,

@@ -466,7 +466,7 @@ BEYOND_CLAIMS: tuple[Claim, ...] = (
     *(Claim(f"X1-variance-L{L}", f"LNS lowers last-layer variance vs Pre-LN at L={L}", "depth+lns",
             f"Var(Pre-LN) / Var(LNS), L={L}", "ratio", "variance", _nan, pair=(f"depth-L{L}", f"lns-L{L}"),
             note=NOT_IN_PAPER) for L in LNS_DEPTHS),
-    *(Claim(f"X2-{score}-L32", f"LNS raises the {score} score vs Pre-LN at L=32", "depth+lns",
+    *(Claim(f"X1-{score}-L32", f"LNS raises the {score} score vs Pre-LN at L=32", "depth+lns",
             f"{score}(LNS) − {score}(Pre-LN), L=32", "difference", score, _nan, pair=("lns-L32", "depth-L32"),
             note=NOT_IN_PAPER) for score in ("causal", "permutation", "usefulness")),
 )

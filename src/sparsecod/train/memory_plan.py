@@ -9,7 +9,8 @@ peak bytes per device = states + activations (+ a fixed CUDA reserve on GPUs), w
   tensor by tensor from the model code (RMSNorm in fp32, matmul inputs in the autocast dtype, SDPA saves q, k, v
   and its output, SwiGLU saves gate, up, silu(gate) and their product; the MoE saves the gathered token copies,
   expert intermediates and router probabilities), the block traces of the variance/kurtosis logging (a_l, m_l),
-  and the cross-entropy over the padded vocabulary (logits, log-softmax, their gradients). With `act_ckpt: true`
+  and the cross-entropy over the padded vocabulary (logits, log-softmax, their gradients; one chunk of
+  CE_CHUNK_TOKENS at a time above it, as the chunked loss computes it). With `act_ckpt: true`
   each block keeps only its input and one block is recomputed at a time.
 The gradient-accumulation case (global_batch > micro_batch × world, every paper run) holds all gradients while a
 later micro-batch's activations are alive, so states and activations add up. Checked against the measured peak
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import TrainConfig
-from ..model.config import ModelConfig
+from ..model.config import CE_CHUNK_TOKENS, ModelConfig
 
 GIB = 2**30
 CUDA_RESERVED_GIB = 1.5  # CUDA context, cuBLAS/cuDNN workspaces and NCCL buffers per GPU
@@ -121,9 +122,10 @@ def activation_bytes(model: ModelConfig, train: TrainConfig) -> float:
     blocks += per_block  # the gradients in flight inside the block being back-propagated
     head = (2 * b["res"] + b["act"]) * model.d_model
     cast = b["act"] if b["act"] != 4 else 0
-    # fp32 log-softmax (saved), the gradient it receives, exp(log-softmax) and the logits' gradient (+ the cast)
-    logits = (16 + cast) * model.padded_vocab
-    return tokens * (blocks + head + logits)
+    # fp32 log-softmax (saved), the gradient it receives, exp(log-softmax) and the logits' gradient (+ the cast);
+    # above CE_CHUNK_TOKENS the loss is chunked and recomputed, so one chunk's logits exist at a time
+    logits = (16 + cast) * model.padded_vocab * min(tokens, CE_CHUNK_TOKENS)
+    return tokens * (blocks + head) + logits
 
 
 def plan_memory(run_id: str, model: ModelConfig, train: TrainConfig) -> MemoryPlan:
