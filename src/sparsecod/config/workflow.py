@@ -71,7 +71,7 @@ class Group:
     """One experiment group E1-E7 (protocol §3), or lns beyond the paper."""
 
     runs: dict[str, Any] = key(doc="run id -> its settings (null = the group's)", min_length=1)
-    train: dict[str, Any] = key(None, "settings of every run of the group (over defaults:)")
+    train: dict[str, Any] | None = key(None, "settings of every run of the group (over defaults:)")
     analyses: tuple[Metric, ...] = key((), "metric families computed on the group's runs")
     evaluate: Bool | Annotated[tuple[str, ...], Field(min_length=1)] = key(
         False, "M12 tasks of the group's runs: true = all of evaluation.tasks, or a list of them")
