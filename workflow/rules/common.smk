@@ -10,6 +10,7 @@ from snakemake.utils import update_config, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not installed
 from sparsecod.experiments import GROUPS, WORKFLOW_CONFIG_ENV, Registry, load_config  # noqa: E402
+from sparsecod.metrics.registry import METRICS  # noqa: E402  (the metric family names; no torch)
 from sparsecod.model.flops import recompute_factor, train_flops  # noqa: E402
 from sparsecod.train.memory_plan import memory_problems  # noqa: E402
 
@@ -60,7 +61,7 @@ _check_paths()
 
 wildcard_constraints:
     run=r"[A-Za-z0-9_.=@+~-]+",
-    metric=r"[a-z_]+",
+    metric="|".join(METRICS),
     sweep=r"[A-Za-z0-9_.-]+",
     group="|".join(GROUPS),
 
