@@ -94,7 +94,7 @@ def test_tokenizer_kinds(tmp_path) -> None:
         resolve_tokenizer(str(tmp_path / "missing.json"))
     # a directory holding tokenizer.json resolves to that file, once it parses and has an end-of-text token
     (tmp_path / "tokenizer.json").write_bytes(b"{}")
-    with pytest.raises(ConfigError, match=f"^data.tokenizer='{tmp_path}': {tmp_path}/tokenizer.json is not a tokenizers"):
+    with pytest.raises(ConfigError, match=f"^data.tokenizer='{tmp_path}': {tmp_path}/tokenizer.json is not a "):
         resolve_tokenizer(str(tmp_path))
     from tokenizers import Tokenizer, models
 

@@ -71,8 +71,8 @@ def test_intervene_cached_runs_equal_the_runs_from_the_embedding(cfg) -> None:
     b = list(model.blocks)
     L = len(b)
     g = torch.Generator().manual_seed(1)
-    runs = [Run(1, b[2:], depth=2), Run(0, [b[2], b[1], b[0], *b[3:]]), Run(3, b[3:], x=torch.randn(cfg.d_model, generator=g)),
-            Run(L, [])]
+    runs = [Run(1, b[2:], depth=2), Run(0, [b[2], b[1], b[0], *b[3:]]),
+            Run(3, b[3:], x=torch.randn(cfg.d_model, generator=g)), Run(L, [])]
     windows = tokens(5, 6)
     seen: dict[bool, dict] = {}
     for from_cache in (True, False):
@@ -82,7 +82,8 @@ def test_intervene_cached_runs_equal_the_runs_from_the_embedding(cfg) -> None:
                   on_step=lambda bt, c, k, xi, xo: steps.__setitem__((bt.rows.start, c, k), (xi, xo)),
                   on_done=lambda bt, c, x: done.__setitem__((bt.rows.start, c), x))
         assert rows == [(0, 2, L + 1, L), (2, 4, L + 1, L), (4, 5, L + 1, L)]
-        assert sorted(k for k in steps if k[0] == 0) == [(0, c, k) for c, r in enumerate(runs) for k in range(len(r.blocks))]
+        expected = [(0, c, k) for c, r in enumerate(runs) for k in range(len(r.blocks))]
+        assert sorted(k for k in steps if k[0] == 0) == expected
         seen[from_cache] = {"steps": steps, "done": done}
     for kind in ("steps", "done"):
         assert seen[True][kind].keys() == seen[False][kind].keys()

@@ -77,7 +77,8 @@ def read_tokenizer_file(spec: str) -> Tokenizer:
     except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for any unreadable file
         reason = str(err).splitlines()[0] if str(err) else "unreadable"
         raise ConfigError(f"data.tokenizer={spec!r}: {path} is not a tokenizers JSON file ({reason}); give a "
-                          "tokenizer.json saved by `tokenizers`/`transformers`, a Hub id, or bpe:<vocab_size>") from None
+                          "tokenizer.json saved by `tokenizers`/`transformers`, a Hub id, or bpe:<vocab_size>"
+                          ) from None
     eos_id(tok, spec)
     return tok
 

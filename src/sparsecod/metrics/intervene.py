@@ -82,7 +82,8 @@ def intervene(
         for idx in tqdm(list(micro_batches(windows, micro_batch)), desc=desc, disable=not progress):
             idx = idx.to(device)
             ctx = model.context(idx.shape[1], device)
-            batch = Batch(idx, slice(start, start + idx.shape[0]), residual_states(model, model.embed(idx), blocks, ctx))
+            xs = residual_states(model, model.embed(idx), blocks, ctx)
+            batch = Batch(idx, slice(start, start + idx.shape[0]), xs)
             start += idx.shape[0]
             if on_batch is not None:
                 on_batch(batch)

@@ -2,8 +2,9 @@
 
 Metric names (one output family each, `<run_dir>/analysis/<name>.{json,parquet}`): those of registry.py (name
 -> protocol items, compute function, untrained-control membership). Several names (or `all`) run in one process
-that loads the model and the held-out stream once (small scales keep the job count low this way). `all` means the analyses the workflow config lists for the
-run's group(s) (its own and its aliases'), or every family when no workflow config is given.
+that loads the model and the held-out stream once (small scales keep the job count low this way). `all` means
+the analyses the workflow config lists for the run's group(s) (its own and its aliases'), or every family when
+no workflow config is given.
 The run's training length T comes from `<run_dir>/run.yaml` (RunConfig), else `analysis.ppl_seq_len`.
 Untrained control (`analysis.init_control`): the families of registry.INIT_METRICS are also computed, in the same
 process and on the same windows, for the run's step-0 weights rebuilt from its seed (`model.io.init_model`, exactly what
