@@ -38,7 +38,7 @@ rule all:
 rule unknown_target:
     """A bare-word target that is no rule (e.g. a misspelt group or figure): fails naming the config (common.smk)."""
     input:
-        unknown_target,
+        no_such_target,
     output:
         "{target}",
     wildcard_constraints:

@@ -302,8 +302,8 @@ def test_unknown_targets_name_the_config(tmp_path: Path) -> None:
         (f"{results}/runs/gqa-G7/summary.json", "unknown run 'gqa-G7': the workflow config defines no such run "
                                                 "(did you mean gqa-G4, gqa-G1, gqa-G16?"),
         (f"{results}/runs/nope/analysis/suite.json", "unknown run 'nope': the workflow config defines no such run"),
-        ("deptth", "'deptth' is neither a rule nor a file of this workflow (config: {config}); did you mean depth?"),
-        ("fig99", "'fig99' is neither a rule nor a file of this workflow (config: {config}); did you mean"),
+        ("deptth", "'deptth' is not a target of this workflow (config: {config}); did you mean depth?"),
+        ("fig99", "'fig99' is not a target of this workflow (config: {config}); did you mean"),
     ):
         result = snakemake("-n", target, "--configfile", str(config))
         out = result.stdout + result.stderr

@@ -77,15 +77,15 @@ def run_spec(run_id):
     return REG.runs[run_id]
 
 
-def unknown_target(wildcards):
-    """Input of the catch-all rule `unknown_target` (Snakefile): a target that is no rule and no file."""
+def no_such_target(wildcards):
+    """Input of the catch-all `unknown_target` (Snakefile), for a target that names no rule and no file."""
     import difflib
 
     names = sorted(r.name for r in workflow.rules if r.name != "unknown_target")
     close = difflib.get_close_matches(wildcards.target, names, n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise WorkflowError(
-        f"{wildcards.target!r} is neither a rule nor a file of this workflow (config: {CONFIG_FILES}); {hint}"
+        f"{wildcards.target!r} is not a target of this workflow (config: {CONFIG_FILES}); {hint}"
         f"targets are rules (all, the groups {', '.join(GROUPS)}, fig<N>, table<N>, claims, external) or files "
         f"under {RESULTS}/"
     )
