@@ -33,3 +33,13 @@ rule all:
     input:
         all_outputs(),
     default_target: True
+
+
+rule unknown_target:
+    """A bare-word target that is no rule (e.g. a misspelt group or figure): fails naming the config (common.smk)."""
+    input:
+        no_such_target,
+    output:
+        "{target}",
+    wildcard_constraints:
+        target=r"[A-Za-z][A-Za-z0-9_-]*",

@@ -108,3 +108,13 @@ def _nodes(node):
 def test_schema_file_is_yaml_with_the_generated_header() -> None:
     text = SCHEMA.read_text()
     assert text.startswith("# GENERATED") and yaml.safe_load(text)["type"] == "object"
+
+
+def test_metric_names_are_the_configs() -> None:
+    """groups.<g>.analyses accepts exactly the families metrics.registry computes, in its order."""
+    from sparsecod.config.analysis import METRICS
+    from sparsecod.metrics.registry import REGISTRY
+
+    assert tuple(REGISTRY) == METRICS
+    enum = workflow_schema()["$defs"]["group"]["properties"]["analyses"]["items"]["enum"]
+    assert enum == list(METRICS)

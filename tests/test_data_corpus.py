@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pyarrow as pa
@@ -129,3 +130,17 @@ def test_data_config_validation() -> None:
         DataConfig(train_tokens=1.5)
     with pytest.raises(ConfigError, match="bpe:<vocab_size>"):
         DataConfig(tokenizer="bpe:x")
+
+
+def test_bad_local_files_name_the_key_when_tokenizing(tmp_path) -> None:
+    """Non-UTF-8 text and empty files fail while reading the corpus naming data.corpus and the file."""
+    from sparsecod.data.corpus import iter_documents
+
+    (tmp_path / "latin1.txt").write_bytes("first\n\ncaf\xe9 latin-1\n".encode("latin-1"))
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    for name, message in (("latin1.txt", "is not UTF-8 text"), ("latin1.jsonl", "is not UTF-8 text"),
+                          ("empty.jsonl", "is empty")):
+        path = tmp_path / name
+        with pytest.raises(ConfigError, match="^" + re.escape(f"data.corpus='{path}': {path} {message}; ")):
+            list(iter_documents(DataConfig(corpus=str(path))))

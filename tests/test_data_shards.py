@@ -178,3 +178,29 @@ def test_token_dtype_and_contract_errors(tmp_path) -> None:
 def test_fineweb_needs_a_train_cap(tmp_path) -> None:
     with pytest.raises(ConfigError, match="data.train_tokens"):
         build_shards(DataConfig(corpus="fineweb-edu", tokenizer=str(NEOX)), tmp_path / "s", progress=False)
+
+
+def test_ctrl_c_while_tokenizing_leaves_no_partial_shard(tmp_path) -> None:
+    """SIGINT to the whole process group (what Ctrl-C does) while `sparsecod tokenize` writes its splits: the
+    process stops and leaves neither a `.partial` nor an incomplete `<split>.bin`, tokenizer temp file or meta.json."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", synthetic_docs(60_000))
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "sparsecod", "tokenize", "--corpus", str(corpus), "--tokenizer", str(NEOX),
+           "--heldout-tokens", "100000000", "--workers", "2", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    partial = out / ".train.bin.partial"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not (partial.is_file() and partial.stat().st_size):
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be interrupted: use a bigger corpus"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["tokenizer.json"], left  # the tokenizer copy is complete (written atomically) and kept

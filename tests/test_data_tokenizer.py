@@ -92,8 +92,16 @@ def test_tokenizer_kinds(tmp_path) -> None:
         tokenizer_kind("gpt2")
     with pytest.raises(FileNotFoundError, match="data.tokenizer"):
         resolve_tokenizer(str(tmp_path / "missing.json"))
-    # a directory holding tokenizer.json resolves to that file
+    # a directory holding tokenizer.json resolves to that file, once it parses and has an end-of-text token
     (tmp_path / "tokenizer.json").write_bytes(b"{}")
+    with pytest.raises(ConfigError, match=f"^data.tokenizer='{tmp_path}': {tmp_path}/tokenizer.json is not a "):
+        resolve_tokenizer(str(tmp_path))
+    from tokenizers import Tokenizer, models
+
+    Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ConfigError, match=f"no <\\|endoftext\\|>.*data.tokenizer='{tmp_path}' must name"):
+        resolve_tokenizer(str(tmp_path))
+    Tokenizer(models.WordLevel({"a": 0, "<|endoftext|>": 1}, unk_token="a")).save(str(tmp_path / "tokenizer.json"))
     assert resolve_tokenizer(str(tmp_path)) == tmp_path / "tokenizer.json"
 
 

@@ -135,3 +135,33 @@ def test_module_entry_point(run_dir: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((run_dir / "analysis" / "perplexity.json").read_text())
     assert doc["precision"] == "bf16" and 1 < doc["ppl"] < 2 * VOCAB
+
+
+def test_one_definition_of_the_metric_names() -> None:
+    """metrics.registry names the families; the config schema's `analyses` enum, the external checkpoints'
+    analyses, the CLI help and the workflow's `metric` wildcard agree with it."""
+    from sparsecod.cli import build_parser
+    from sparsecod.external import EXTERNAL_ANALYSES
+    from sparsecod.metrics.registry import INIT_METRICS, METRICS, REGISTRY
+
+    root = Path(__file__).resolve().parents[1]
+    assert list(METRICS) == ALL and list(INIT_METRICS) == INIT
+    schema = yaml.safe_load((root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    enums = []
+
+    def find(node):
+        if isinstance(node, dict):
+            if "analyses" in node and isinstance(node["analyses"], dict):
+                enums.append(node["analyses"]["items"]["enum"])
+            for value in node.values():
+                find(value)
+        elif isinstance(node, list):
+            for value in node:
+                find(value)
+
+    find(schema)
+    assert enums and all(sorted(e) == sorted(METRICS) for e in enums), enums
+    assert set(EXTERNAL_ANALYSES) <= set(METRICS)
+    sub = build_parser()._subparsers._group_actions[0].choices["analyze"]
+    assert all(f"{name} ({spec.protocol})" in " ".join(sub.description.split()) for name, spec in REGISTRY.items())
+    assert 'metric="|".join(METRICS)' in (root / "workflow" / "rules" / "common.smk").read_text()

@@ -58,3 +58,34 @@ def test_per_window_cross_entropy_sums_to_the_batch_sum() -> None:
     per = ce_per_window(model, x, idx)
     total, n = ce_sum(model, x, idx)
     assert per.shape == (5,) and n == 5 * 8 and float(per.sum()) == pytest.approx(total, rel=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [DENSE, MOE], ids=["dense", "moe"])
+def test_intervene_cached_runs_equal_the_runs_from_the_embedding(cfg) -> None:
+    """The shared loop of M4-M6 (intervene.py): a skipped block, a swap, a replaced state and an empty tail give
+    the same block inputs/outputs and final states from the cached x_start as recomputed from the embedding; the
+    micro-batches fill every window's row once."""
+    from sparsecod.metrics.intervene import Run, intervene
+
+    model = tiny_model(cfg, scale=2.0)
+    b = list(model.blocks)
+    L = len(b)
+    g = torch.Generator().manual_seed(1)
+    runs = [Run(1, b[2:], depth=2), Run(0, [b[2], b[1], b[0], *b[3:]]),
+            Run(3, b[3:], x=torch.randn(cfg.d_model, generator=g)), Run(L, [])]
+    windows = tokens(5, 6)
+    seen: dict[bool, dict] = {}
+    for from_cache in (True, False):
+        steps, done, rows = {}, {}, []
+        intervene(model, windows, runs, micro_batch=2, chain_tokens=20, from_cache=from_cache,
+                  on_batch=lambda bt: rows.append((bt.rows.start, bt.rows.stop, len(bt.xs), len(bt.deltas))),
+                  on_step=lambda bt, c, k, xi, xo: steps.__setitem__((bt.rows.start, c, k), (xi, xo)),
+                  on_done=lambda bt, c, x: done.__setitem__((bt.rows.start, c), x))
+        assert rows == [(0, 2, L + 1, L), (2, 4, L + 1, L), (4, 5, L + 1, L)]
+        expected = [(0, c, k) for c, r in enumerate(runs) for k in range(len(r.blocks))]
+        assert sorted(k for k in steps if k[0] == 0) == expected
+        seen[from_cache] = {"steps": steps, "done": done}
+    for kind in ("steps", "done"):
+        assert seen[True][kind].keys() == seen[False][kind].keys()
+        for key, value in seen[True][kind].items():
+            torch.testing.assert_close(value, seen[False][kind][key], rtol=1e-5, atol=1e-5)

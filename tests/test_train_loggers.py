@@ -45,7 +45,9 @@ def test_parquet_logs_are_written_by_a_lightning_logger(tmp_path):
 
     logger = ParquetLogger(tmp_path)
     assert isinstance(logger, Logger)
-    logger.log_table("train_log", [{"step": 0, "loss": 1.0}])
+    row = {"step": 0, "loss": 1.0, "ce": 1.0, "aux": 0.0, "lr": 1e-3, "grad_norm": 0.5, "tokens": 16,
+           "train_seconds": 0.1}
+    logger.log_table("train_log", [row])
     assert read_log_or_none(tmp_path) is None  # buffered until save()
     logger.save()
     assert read_log(tmp_path, "train_log")["loss"].tolist() == [1.0]

@@ -27,6 +27,7 @@ from sparsecod.train import read_log, train_run
 from sparsecod.data.shards import open_tokens
 from sparsecod.train.data import StepSchedule, TokenWindows
 from sparsecod.train.optim import lr_factor, param_groups
+from sparsecod.train.checkpoint_io import checkpoint_step
 from sparsecod.train.run import DivergenceWarning
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
@@ -366,6 +367,53 @@ def test_slurm_requeue_then_sigkill_and_rerun_equals_uninterrupted(tmp_path, sha
     resumed = re.search(r"resuming from \S*(?:hpc_ckpt_1|last)\.ckpt \(step (\d+)\)", err)
     assert resumed and 0 < int(resumed.group(1)) < 150, err[-3000:]
     assert not (ckpts / "hpc_ckpt_1.ckpt").exists() and (ckpts / "last.ckpt").exists()
+    _assert_same_weights(tmp_path / "full", tmp_path / "k")
+    _logs_equal(tmp_path / "full", tmp_path / "k")
+
+
+_SIGURG_IN_UPDATE = """
+import os, signal, sys
+from lightning.pytorch.callbacks import Callback
+from sparsecod.train import train_run
+
+class SignalInUpdate(Callback):  # SIGURG from inside the optimizer step of step AT: the deferred-signal window
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == int(sys.argv[3]):
+            def send(*args):
+                handle.remove()
+                os.kill(os.getpid(), signal.SIGURG)
+
+            handle = pl_module.optimizers().optimizer.register_step_pre_hook(send)
+
+train_run(sys.argv[1], sys.argv[2], progress_bar=False, callbacks=[SignalInUpdate()])
+"""
+
+
+def test_requeue_signal_during_the_update_keeps_that_steps_log_row(tmp_path, shard):  # noqa: F811
+    """SIGURG arriving during the optimizer update is held until the update ends, so the requeue checkpoint is
+    at step AT + 1; the row of step AT must already be on disk then, or the resumed run (from AT + 1) never logs it.
+    The stub `scontrol` SIGKILLs its caller, the training process, right after the checkpoint and the requeue."""
+    at = 14
+    run = tiny_run(shard, "dense", steps=30, ckpt_every=10, var_every=5)
+    run.save(tmp_path / "run.yaml")
+    stub_bin, calls = tmp_path / "stub_bin", tmp_path / "scontrol_calls.txt"
+    stub_bin.mkdir()
+    (stub_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nkill -9 $PPID\n')
+    (stub_bin / "scontrol").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(OMP_NUM_THREADS="1", SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_ID="4243",
+               SLURM_NODELIST="localhost", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0",
+               SLURM_JOB_NAME="train", PATH=f"{stub_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+    killed = subprocess.run([sys.executable, "-c", _SIGURG_IN_UPDATE, str(tmp_path / "run.yaml"), str(tmp_path / "k"),
+                             str(at)], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL and calls.read_text() == "requeue 4243\n", killed.stderr[-3000:]
+    ckpts = tmp_path / "k" / "checkpoints"
+    assert checkpoint_step(ckpts / "hpc_ckpt_1.ckpt") == at + 1, killed.stderr[-3000:]  # handled after the update
+    rerun = _cli(tmp_path / "run.yaml", tmp_path / "k", extra_env={k: env[k] for k in env if k.startswith("SLURM_")})
+    train_run(run, tmp_path / "full")
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-3000:]
+    assert f"(step {at + 1})" in err, err[-3000:]
     _assert_same_weights(tmp_path / "full", tmp_path / "k")
     _logs_equal(tmp_path / "full", tmp_path / "k")
 

@@ -10,7 +10,7 @@ import torch
 from _train_testutil import MODELS
 from sparsecod.model.moments import per_dim_kurtosis
 from sparsecod.model import Transformer
-from sparsecod.train.logs import LogWriter, consolidate, read_log
+from sparsecod.train.logs import LOG_SCHEMA, LogWriter, consolidate, read_log
 from sparsecod.train.stats import KurtosisAccumulator, VarianceAccumulator
 
 
@@ -102,13 +102,18 @@ def test_kurtosis_of_a_known_distribution():
     assert acc.per_dim()[0].tolist() == pytest.approx([1.0, 3.0])
 
 
+def _var_row(step: int, layer: int, value: float) -> dict:
+    return {"step": step, "layer": layer, "out_var": value, "attn_out_var": 0.0, "ffn_out_var": 0.0, "var_pre": 1.0,
+            "var_post": 1.0}
+
+
 def test_logs_append_only_and_latest_part_wins(tmp_path):
     w = LogWriter(tmp_path, "variance_log")
-    w.append([{"step": s, "layer": l, "out_var": float(s)} for s in range(4) for l in range(2)])
+    w.append([_var_row(s, l, float(s)) for s in range(4) for l in range(2)])
     w.flush()
     # a crash after step 3, resume from a checkpoint at step 2: steps 2.. are recomputed and written again
     w2 = LogWriter(tmp_path, "variance_log")
-    w2.append([{"step": s, "layer": l, "out_var": 10.0 + s} for s in range(2, 6) for l in range(2)])
+    w2.append([_var_row(s, l, 10.0 + s) for s in range(2, 6) for l in range(2)])
     w2.flush()
     assert w2.flush() is None  # nothing buffered, no empty part
     parts = sorted(p.name for p in (tmp_path / "log_parts" / "variance_log").iterdir())
@@ -117,14 +122,48 @@ def test_logs_append_only_and_latest_part_wins(tmp_path):
     assert df["step"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert df["layer"].tolist() == [0, 1] * 6
     assert df["out_var"].tolist() == [0, 0, 1, 1, 12, 12, 13, 13, 14, 14, 15, 15]
-    path = consolidate(tmp_path, "variance_log", max_step=4, columns=["step", "layer", "out_var"])
+    path = consolidate(tmp_path, "variance_log", max_step=4)
     assert pd.read_parquet(path)["step"].max() == 4
-    empty = consolidate(tmp_path, "kurtosis_log", max_step=4, columns=["step", "layer", "kurtosis"])
-    assert list(pd.read_parquet(empty).columns) == ["step", "layer", "kurtosis"]
+    empty = pd.read_parquet(consolidate(tmp_path, "kurtosis_log", max_step=4))
+    assert empty.dtypes.astype(str).to_dict() == LOG_SCHEMA["kurtosis_log"] and len(empty) == 0
     with pytest.raises(FileNotFoundError):
         read_log(tmp_path, "train_log")
     with pytest.raises(ValueError):
         read_log(tmp_path, "nope")
+
+
+def test_log_rows_must_have_the_schema_columns(tmp_path):
+    """A row without a column would be written as a NaN column (float64 in every later read): refused instead."""
+    w = LogWriter(tmp_path, "train_log")
+    w.append([{"step": 0, "loss": 1.0, "ce": 1.0, "aux": 0.0, "lr": 1e-3, "grad_norm": 1.0}])
+    with pytest.raises(ValueError, match=r"train_log row of step 0 has missing columns \['tokens', 'train_seconds'\]"):
+        w.flush()
+    assert not (tmp_path / "log_parts" / "train_log").exists()
+
+
+def test_a_checkpoint_in_the_middle_of_a_step_keeps_the_train_log_typed(tmp_path):
+    """Lightning's SLURM handler checkpoints inside a step (after its deferred update): RunLogs then drains a
+    train_log row that on_train_batch_end has not completed yet. The part must still hold `tokens` (int64), and
+    read across parts the log keeps the dtypes of an uninterrupted run (the CI failure: tokens int64 vs float64)."""
+    from types import SimpleNamespace
+
+    from sparsecod.train.callbacks import RunLogs
+
+    logs = RunLogs(tmp_path, tokens_per_step=16)
+    trainer = SimpleNamespace(is_global_zero=True, should_stop=False, world_size=1, loggers=[])
+    base = {"loss": 2.0, "ce": 2.0, "aux": 0.0, "lr": 1e-3, "grad_norm": 0.5}
+    module = SimpleNamespace(log_rows={name: [] for name in LOG_SCHEMA}, log=lambda *a, **k: None)
+    logs.on_train_batch_start(trainer, module, None, 0)
+    module.log_rows["train_log"].append({"step": 7, **base})
+    logs.on_save_checkpoint(trainer, module, {})  # the requeue checkpoint, mid-step
+    logs.on_train_batch_end(trainer, module, None, None, 0)  # the same step ends: nothing left to complete
+    module.log_rows["train_log"].append({"step": 8, **base})  # the next step, the normal way
+    logs.on_train_batch_end(trainer, module, None, None, 0)
+    logs.on_train_end(trainer, module)
+    df = read_log(tmp_path, "train_log")
+    assert df["step"].tolist() == [7, 8] and df["tokens"].tolist() == [128, 144]
+    assert df.dtypes.astype(str).to_dict() == LOG_SCHEMA["train_log"]
+    assert len(list((tmp_path / "log_parts" / "train_log").glob("part-*.parquet"))) == 2
 
 
 def test_pick_checkpoint_prefers_the_newest_readable(tmp_path):

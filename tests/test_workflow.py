@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -213,3 +214,100 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "r.html").read_text(errors="replace")
     assert "fig05a_seq_variance.png" in html and "table1_depth.md" in html and "claims.md" in html
+
+
+def _smoke_with(tmp_path: Path, **changes) -> Path:
+    """config/smoke.yaml with `changes` (top-level keys; `data` entries merged), results under tmp_path."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["evaluation"]["data_dir"] = None  # the check of that key is not what these tests are about
+    config["results"] = str(tmp_path / "results")
+    config["data"].update(changes.pop("data", {}))
+    config.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_an_absolute_corpus_path_plans_and_tokenizes(tmp_path: Path) -> None:
+    """The normal case on a cluster: data.corpus an absolute path (it used to crash planning in pathlib)."""
+    from _data_testutil import synthetic_docs, write_jsonl
+
+    (tmp_path / "corpus").mkdir()
+    corpus = write_jsonl(tmp_path / "corpus" / "docs.jsonl", synthetic_docs(300))
+    data = {"id": "abs", "corpus": str(corpus.resolve()), "tokenizer": "bpe:300", "train_tokens": 3000,
+            "heldout_tokens": 300, "heldout_fraction": 0.2, "workers": 1, "max_chars": None}
+    config = _smoke_with(tmp_path, data=data)
+    plan = snakemake("-n", "all", "--configfile", str(config))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    meta = tmp_path / "results" / "data" / "abs" / "meta.json"
+    run = snakemake("--cores", "1", str(meta), "--configfile", str(config), timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(meta.read_text())["source"]["files"][0]["path"] == str(corpus.resolve())
+
+
+def _bad_input(tmp_path: Path, case: str) -> dict:
+    """The config changes of one bad-input case (files it needs are written under tmp_path)."""
+    if case == "missing absolute corpus":
+        return {"data": {"corpus": str(tmp_path / "no" / "docs.jsonl")}}
+    if case == "bpe below its byte alphabet":
+        return {"data": {"tokenizer": "bpe:10"}}
+    if case in ("empty corpus file", "non-UTF-8 corpus file"):
+        path = tmp_path / "docs.txt"
+        path.write_bytes(b"" if case == "empty corpus file" else "caf\xe9\n".encode("latin-1"))
+        return {"data": {"corpus": str(path)}}
+    if case == "corrupt tokenizer file":
+        (tmp_path / "tokenizer.json").write_text('{"model": ')
+        return {"data": {"tokenizer": str(tmp_path / "tokenizer.json")}}
+    if case == "results under a file":
+        (tmp_path / "file").write_text("")
+        return {"results": str(tmp_path / "file" / "results")}
+    assert case == "read-only results"
+    if os.geteuid() == 0:  # root writes through permission bits; /proc takes no new entries
+        return {"results": "/proc/sparsecod-results"}
+    (tmp_path / "ro").mkdir(mode=0o555)
+    return {"results": str(tmp_path / "ro" / "results")}
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing absolute corpus", "data.corpus='{tmp}/no/docs.jsonl' matches no file; give 'fineweb-edu'"),
+        ("bpe below its byte alphabet", "data.tokenizer='bpe:10': write bpe:<vocab_size> with vocab_size >= 257"),
+        ("empty corpus file", "data.corpus='{tmp}/docs.txt': {tmp}/docs.txt is empty; remove it"),
+        ("non-UTF-8 corpus file", "data.corpus='{tmp}/docs.txt': {tmp}/docs.txt is not UTF-8 text"),
+        ("corrupt tokenizer file", "data.tokenizer='{tmp}/tokenizer.json': {tmp}/tokenizer.json is not a tokenizers"),
+        ("results under a file", "results='{tmp}/file/results': {tmp}/file is a file, not a directory; set results"),
+        ("read-only results", "results='"),
+    ],
+)
+def test_bad_input_stops_planning_in_one_line_naming_the_key(case: str, message: str, tmp_path: Path) -> None:
+    config = _smoke_with(tmp_path, **_bad_input(tmp_path, case))
+    result = snakemake("-n", "all", "--configfile", str(config))
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "Job stats" not in result.stdout
+    lines = [line for line in out.splitlines() if line.startswith(message.format(tmp=tmp_path))]
+    assert len(lines) == 1, out
+    assert "Traceback" not in out and "NotImplementedError" not in out
+    if case == "read-only results":
+        assert "; set results to a writable directory" in lines[0]
+
+
+def test_unknown_targets_name_the_config(tmp_path: Path) -> None:
+    """A run id or a bare target that the config does not define fails naming the config file (and a close match)."""
+    config = _smoke_with(tmp_path)
+    results = tmp_path / "results"
+    for target, message in (
+        (f"{results}/runs/gqa-G7/summary.json", "unknown run 'gqa-G7': the workflow config defines no such run "
+                                                "(did you mean gqa-G4, gqa-G1, gqa-G16?"),
+        (f"{results}/runs/nope/analysis/suite.json", "unknown run 'nope': the workflow config defines no such run"),
+        ("deptth", "'deptth' is not a target of this workflow (config: {config}); did you mean depth?"),
+        ("fig99", "'fig99' is not a target of this workflow (config: {config}); did you mean"),
+    ):
+        result = snakemake("-n", target, "--configfile", str(config))
+        out = result.stdout + result.stderr
+        assert result.returncode != 0 and "Job stats" not in result.stdout
+        line = next((x.strip() for x in out.splitlines() if message.format(config=config) in x), None)
+        assert line is not None, out
+        assert str(config) in line

@@ -120,9 +120,11 @@ def _tokenize(sub: argparse._SubParsersAction) -> None:
 
 
 def _analyze(sub: argparse._SubParsersAction) -> None:
+    from .metrics.registry import describe  # names only, no torch
+
     p = sub.add_parser("analyze", help="layer metrics M3-M11 of a trained run -> <run_dir>/analysis/<metric>.*",
-                       description="Metrics: jacobian, causal, permutation, usefulness, weight_sparsity, attention, "
-                                   "kurtosis, perplexity (protocol §2). Several (comma list) or `all` share one process. "
+                       description=f"Metrics: {describe()} (protocol §2). Several (comma list) or `all` share one "
+                                   "process. "
                                    "A transformers LlamaForCausalLM directory is imported into <out>/model, its "
                                    "held-out text tokenized with its tokenizer.json into <out>/heldout (from the "
                                    "--config `data:` section unless --heldout is given), results in <out>/analysis.")

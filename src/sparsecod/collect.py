@@ -25,11 +25,12 @@ import pandas as pd
 
 from .experiments import Registry
 from .fileio import write_parquet_atomic
+from .metrics.registry import INIT_DIR, INIT_SUFFIX
 from .metrics.variance_curve import last_layer_curve, tail_mean
 
 COLUMNS = ["run_id", "trained_as", "group", "scale", "source", "metric", "value", "base_run", "seed",
            "seed_mean", "seed_sd", "seed_n"]
-INIT = "@init"  # source suffix of the untrained control's analysis families
+INIT = INIT_SUFFIX  # source suffix of the untrained control's analysis families (metrics.registry)
 
 
 def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -67,7 +68,7 @@ def _run_rows(run_dir: Path) -> Iterator[tuple[str, str, float]]:
     if variance.is_file():
         for metric, value in flatten({"last_layer": last_layer_variance(pd.read_parquet(variance))}):
             yield "variance", metric, value
-    for folder, suffix in ((run_dir / "analysis", ""), (run_dir / "analysis" / "init", INIT)):
+    for folder, suffix in ((run_dir / "analysis", ""), (run_dir / "analysis" / INIT_DIR, INIT)):
         for path in sorted(folder.glob("*.json")):
             if path.stem == "suite":
                 continue

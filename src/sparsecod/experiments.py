@@ -209,7 +209,16 @@ class Registry:
             return run_id
         if run_id in self.aliases:
             return self.aliases[run_id]
-        raise KeyError(f"unknown run {run_id!r}; known: {', '.join(self.all_ids())}")
+        raise UnknownRunError(self.unknown_run(run_id))
+
+    def unknown_run(self, run_id: str) -> str:
+        """The one-line error for a run id the config does not define: the closest ids and the config's runs."""
+        import difflib
+
+        close = difflib.get_close_matches(run_id, [*self.runs, *self.aliases], n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        return (f"unknown run {run_id!r}: the workflow config defines no such run ({hint}its runs: "
+                f"{', '.join(self.all_ids())}; seeds are <run>~s<k>, LR-sweep points <run>@lr<value>)")
 
     def spec(self, run_id: str) -> RunSpec:
         """The spec as defined (aliases keep their own group and labels)."""
@@ -293,6 +302,13 @@ class Registry:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(f"run {cfg.run_id}: lr={cfg.train.lr} steps={cfg.train.steps} vocab={cfg.model.vocab_size}\n")
         return cfg
+
+
+class UnknownRunError(ConfigError, KeyError):
+    """A run id that the workflow config does not define (a ConfigError: the CLI prints it as one line)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 def _section(config: dict[str, Any], key: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import pytest
 import torch
 import yaml
 
+from sparsecod.metrics.registry import INIT_DIR, INIT_METRICS, control_name
+from sparsecod.metrics.settings import AnalysisSettings
 from _slurm_testutil import (
     HERE,
     OVERLAY,
@@ -246,8 +248,15 @@ def test_smoke_run_trains_and_analyzes_as_slurm_jobs(slurm_cluster, smoke_run):
     assert (run_dir / "model" / "model.safetensors").is_file()
     suite = json.loads((run_dir / "analysis" / "suite.json").read_text())
     metrics = {"causal", "permutation", "usefulness", "perplexity", "weight_sparsity"}  # the weight_decay group's
-    assert set(suite["files"]) == metrics, suite["files"]
-    assert all((run_dir / "analysis" / f).is_file() for files in suite["files"].values() for f in files)
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    assert AnalysisSettings.from_mapping(config["analysis"]).init_control  # the smoke config keeps the control
+    controls = {control_name(m) for m in metrics if m in INIT_METRICS}  # the untrained control (issue 18)
+    assert controls == {"causal@init", "permutation@init", "usefulness@init", "weight_sparsity@init"}
+    assert set(suite["files"]) == metrics | controls, suite["files"]
+    assert set(suite["metrics"]) == metrics | controls
+    for name, files in suite["files"].items():  # the control's files are under analysis/init/
+        folder = run_dir / "analysis" / (INIT_DIR if name in controls else "")
+        assert files and all((folder / f).is_file() for f in files), (name, files)
     assert (workdir / "results" / "data").is_dir()  # everything under the temporary working directory
 
 

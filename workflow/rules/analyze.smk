@@ -1,7 +1,7 @@
 # Trained model + held-out shard -> layer metrics M3-M11 (protocol §2). Paper scale: one restartable job per metric
 # family; small scales (analysis.one_job_per_run) compute a run's whole suite in one process.
 # The same job also analyses the run's untrained control (step-0 weights rebuilt from its seed, same windows) into
-# analysis/init/<metric>.json (analysis.init_control; families of metrics.runner.INIT_METRICS): no extra process
+# analysis/init/<metric>.json (analysis.init_control; families of metrics.registry.INIT_METRICS): no extra process
 # start-up, and collect reads those files beside the trained ones.
 
 if config["analysis"].get("one_job_per_run"):

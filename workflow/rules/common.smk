@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also whe
 from sparsecod.config.analysis import AnalysisJobs  # noqa: E402
 from sparsecod.config.keys import key_names  # noqa: E402
 from sparsecod.config.workflow import Resources as ResourceKeys  # noqa: E402  (Snakemake has its own Resources)
+from sparsecod.data.checks import plan_problems, unwritable_reason  # noqa: E402
 from sparsecod.experiments import GROUPS, WORKFLOW_CONFIG_ENV, Registry, load_config  # noqa: E402
+from sparsecod.metrics.registry import METRICS  # noqa: E402  (the metric family names; no torch)
 from sparsecod.model.flops import recompute_factor, train_flops  # noqa: E402
 from sparsecod.train.memory_plan import memory_problems  # noqa: E402
 
@@ -40,17 +42,20 @@ ANALYSIS_SETTINGS = json.dumps(
 SPARSECOD = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m sparsecod"
 
 
+CONFIG_FILES = ", ".join(str(p) for p in workflow.overwrite_configfiles) or "config/config.yaml"
+
+
 def _check_paths():
-    """Missing local inputs fail before any job starts, naming the config key."""
-    corpus, tok = config["data"]["corpus"], config["data"]["tokenizer"]
-    local_corpus = corpus not in ("builtin", "fineweb-edu")
-    if local_corpus and not any(Path().glob(corpus)) and not Path(corpus).exists():
+    """Bad local inputs (data:, results:) fail before any job starts, naming the config key."""
+    problems = plan_problems(config["data"])  # corpus files, tokenizer file, bpe:<V> minimum, ...
+    if problems:
+        raise WorkflowError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    reason = unwritable_reason(config["results"])
+    if reason:
         raise WorkflowError(
-            f"data.corpus={corpus!r}: no such file or glob match (give local text/jsonl/parquet files, "
-            "'builtin', or 'fineweb-edu')"
+            f"results={config['results']!r}: {reason}; set results to a writable directory, e.g. "
+            "--config results=/scratch/$USER/sparsecod"
         )
-    if tok.endswith(".json") and not Path(tok).is_file():
-        raise WorkflowError(f"data.tokenizer={tok!r}: file not found (a tokenizer.json path, an HF id, or bpe:<size>)")
     eval_dir = config["evaluation"].get("data_dir")
     if eval_dir and not Path(eval_dir).is_dir():
         raise WorkflowError(
@@ -65,9 +70,30 @@ _check_paths()
 
 wildcard_constraints:
     run=r"[A-Za-z0-9_.=@+~-]+",
-    metric=r"[a-z_]+",
+    metric="|".join(METRICS),
     sweep=r"[A-Za-z0-9_.-]+",
     group="|".join(GROUPS),
+
+
+def run_spec(run_id):
+    """The registry's spec of a training job's run id; an id the config does not define fails naming the config."""
+    if run_id not in REG.runs:
+        raise WorkflowError(f"{REG.unknown_run(run_id)} [config: {CONFIG_FILES}]")
+    return REG.runs[run_id]
+
+
+def no_such_target(wildcards):
+    """Input of the catch-all `unknown_target` (Snakefile), for a target that names no rule and no file."""
+    import difflib
+
+    names = sorted(r.name for r in workflow.rules if r.name != "unknown_target")
+    close = difflib.get_close_matches(wildcards.target, names, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise WorkflowError(
+        f"{wildcards.target!r} is not a target of this workflow (config: {CONFIG_FILES}); {hint}"
+        f"targets are rules (all, the groups {', '.join(GROUPS)}, fig<N>, table<N>, claims, external) or files "
+        f"under {RESULTS}/"
+    )
 
 
 def run_dir(run_id):
@@ -136,7 +162,7 @@ def train_resources(wildcards):
     resources.mfu × resources.gpu_peak_flops per GPU, × resources.runtime_margin, capped at resources.max_runtime: a longer run continues in requeued
     segments (SIGURG checkpoint-and-requeue, docs/slurm.md).
     """
-    spec = REG.runs[wildcards.run]
+    spec = run_spec(wildcards.run)
     t = spec.train
     gpus = t.devices * t.num_nodes if t.accelerator in ("gpu", "cuda") else 0
     flops = train_flops(spec.model, t.seq_len, t.tokens_per_step * t.last_step) * recompute_factor(t.act_ckpt)

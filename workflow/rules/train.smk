@@ -11,13 +11,13 @@ rule run_config:
     """results/runs/<run>/run.yaml: the registry's RunConfig, LR from the sweep winner, vocab from the shards."""
     input:
         data=f"{DATA}/meta.json",
-        sweep=lambda w: [str(REG.sweep_file(REG.runs[w.run].lr_sweep))] if REG.runs[w.run].lr_sweep else [],
+        sweep=lambda w: [str(REG.sweep_file(run_spec(w.run).lr_sweep))] if run_spec(w.run).lr_sweep else [],
     output:
         f"{RESULTS}/runs/{{run}}/run.yaml",
     params:
         # what determines the weights (model, training settings, LR sweep): a change of a group's labels,
         # analyses or evaluation tasks re-runs those jobs, never the training
-        spec=lambda w: repr(REG.runs[w.run].training_key),
+        spec=lambda w: repr(run_spec(w.run).training_key),
         cli=SPARSECOD,
     log:
         f"{RESULTS}/logs/run_config/{{run}}.log",

@@ -148,18 +148,31 @@ def _fineweb_documents() -> Iterator[str]:
     yield from _dataset_texts(ds, FINEWEB["field"], FINEWEB["path"])
 
 
+def utf8_problem(path: Path, corpus: str, offset: int | None = None) -> str:
+    """The one-line error for a corpus file that is not UTF-8 text."""
+    where = f" (invalid byte at offset {offset})" if offset is not None else ""
+    return (f"data.corpus={corpus!r}: {path} is not UTF-8 text{where}; convert it (e.g. `iconv -f latin1 -t utf-8`) "
+            "or leave it out of data.corpus")
+
+
 def _local_documents(corpus: str, field: str) -> Iterator[str]:
     files = local_files(corpus)
     import datasets
 
     for path in files:
+        if path.stat().st_size == 0:  # the json builder fails on one with an internal error
+            raise ConfigError(f"data.corpus={corpus!r}: {path} is empty; remove it or point data.corpus at files "
+                              "with documents")
         builder = BUILDERS[path.suffix]
         kwargs = {"sample_by": "paragraph"} if builder == "text" else {}
         ds = datasets.load_dataset(builder, data_files=[str(path)], split="train", streaming=True, **kwargs)
-        if builder == "text":
-            yield from (t.strip("\n") for t in _dataset_texts(ds, "text", str(path)))
-        else:
-            yield from _dataset_texts(ds, field, str(path))
+        try:
+            if builder == "text":
+                yield from (t.strip("\n") for t in _dataset_texts(ds, "text", str(path)))
+            else:
+                yield from _dataset_texts(ds, field, str(path))
+        except UnicodeDecodeError:
+            raise ConfigError(utf8_problem(path, corpus)) from None
 
 
 def _dataset_texts(ds, field: str, where: str) -> Iterator[str]:

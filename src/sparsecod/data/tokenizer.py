@@ -32,8 +32,8 @@ EOS_TOKEN = "<|endoftext|>"
 BPE_RECIPE = "bytelevel-bpe/NFC/min_frequency=2/v1"  # bump when train_bpe changes its output
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-__all__ = ["EOS_TOKEN", "default_cache_dir", "eos_id", "file_sha256", "load_tokenizer", "resolve_tokenizer",
-           "tokenizer_kind", "train_bpe", "vocab_size"]
+__all__ = ["EOS_TOKEN", "default_cache_dir", "eos_id", "file_sha256", "load_tokenizer", "read_tokenizer_file",
+           "resolve_tokenizer", "tokenizer_kind", "train_bpe", "vocab_size"]
 
 
 def default_cache_dir() -> Path:
@@ -68,6 +68,21 @@ def local_tokenizer_file(spec: str) -> Path:
     return path
 
 
+def read_tokenizer_file(spec: str) -> Tokenizer:
+    """The tokenizer a file-kind `data.tokenizer` names, after checking that it parses and has an end-of-text
+    token; a missing, corrupt or EOS-less file fails naming data.tokenizer."""
+    path = local_tokenizer_file(spec)
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for any unreadable file
+        reason = str(err).splitlines()[0] if str(err) else "unreadable"
+        raise ConfigError(f"data.tokenizer={spec!r}: {path} is not a tokenizers JSON file ({reason}); give a "
+                          "tokenizer.json saved by `tokenizers`/`transformers`, a Hub id, or bpe:<vocab_size>"
+                          ) from None
+    eos_id(tok, spec)
+    return tok
+
+
 def resolve_tokenizer(
     spec: str,
     *,
@@ -81,6 +96,7 @@ def resolve_tokenizer(
     kind = tokenizer_kind(spec)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if kind == "file":
+        read_tokenizer_file(spec)
         return local_tokenizer_file(spec)
     if kind == "bpe":
         if training_texts is None:
@@ -141,13 +157,14 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 EOS_FALLBACKS = ("<|end_of_text|>", "</s>")  # end of text of Llama-3 and Llama-1/2 tokenizers (external models)
 
 
-def eos_id(tok: Tokenizer) -> int:
+def eos_id(tok: Tokenizer, spec: str | None = None) -> int:
     """Id of `<|endoftext|>` (50279 for the paper's tokenizer, protocol §1.1), else of a Llama tokenizer's EOS_FALLBACKS."""
     for token in (EOS_TOKEN, *EOS_FALLBACKS):
         idx = tok.token_to_id(token)
         if idx is not None:
             return idx
-    raise ConfigError(f"the tokenizer has no {EOS_TOKEN} (nor {' / '.join(EOS_FALLBACKS)}) token; data.tokenizer "
+    key = f"data.tokenizer={spec!r}" if spec is not None else "data.tokenizer"
+    raise ConfigError(f"the tokenizer has no {EOS_TOKEN} (nor {' / '.join(EOS_FALLBACKS)}) token; {key} "
                       "must name a tokenizer with one")
 
 

@@ -7,7 +7,7 @@ x̄_{l+1} = block_l(x̄_l) for l > s. With updates Δ_l = x_{l+1} − x_l and Δ
 
 (ratio of token-averaged L2 norms; 0 when the denominator is < 1e-8). One baseline pass per micro-batch
 caches x_0..x_L; the run with block s skipped restarts from the cached x_s, not from the embedding, and the
-L−1 skipped runs share batched block calls (at depth l every run applies block l).
+L−1 skipped runs share batched block calls (at depth l every run applies block l): the loop is intervene.py's.
 Globals: C_global = mean over the L(L−1)/2 pairs s < l (Q6); row-mean variant = mean over s = 0..L−2 of
 mean_{l>s} C(s, l) (D9). Both sums are kept per window, so `ci.causal_global` is a percentile bootstrap interval
 over the windows (`sparsecod.stats.window_interval`).
@@ -18,12 +18,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
-
 from .. import stats
 from ..model.transformer import Transformer
+from .intervene import Batch, Run, intervene
 from .results import MetricResult
-from .states import Chain, autocast, micro_batches, model_device, residual_states, run_chains
 
 ZERO_GUARD = 1e-8
 
@@ -40,7 +38,6 @@ def causal_from_sums(num: np.ndarray, den: np.ndarray, n_tokens: int) -> np.ndar
     return np.triu(C, 1)
 
 
-@torch.no_grad()
 def causal_matrix(
     model: Transformer,
     windows: torch.Tensor,
@@ -55,40 +52,27 @@ def causal_matrix(
     per_window=True returns the sums instead: (num (N, L, L), den (N, L)) per window (C = causal_from_sums of
     their sums over windows, with N·T tokens).
 
-    The L−1 skipped runs start from the cached x_s and are evaluated together (`states.run_chains`, at most
-    `chain_tokens` tokens at once). from_cache=False recomputes every skipped run from the embedding, one at a
-    time (test oracle and benchmark baseline).
+    Run s (s = 0..L−2) skips block s: it starts from the cached x_s with blocks s+1.. at their own depths
+    (`intervene`, at most `chain_tokens` tokens at once). from_cache=False recomputes every skipped run from
+    the embedding, one at a time (test oracle and benchmark baseline).
     """
-    device = model_device(model)
     L = model.cfg.n_layers
     blocks = list(model.blocks)
     N = windows.shape[0]
     num = np.zeros((N, L, L))
     den = np.zeros((N, L))
-    start = 0
-    with autocast(device, bf16):
-        for idx in tqdm(list(micro_batches(windows, micro_batch)), desc="causal", disable=not progress):
-            idx = idx.to(device)
-            rows = slice(start, start + idx.shape[0])
-            start += idx.shape[0]
-            ctx = model.context(idx.shape[1], device)
-            xs = residual_states(model, model.embed(idx), blocks, ctx)
-            deltas = [xs[l + 1] - xs[l] for l in range(L)]
-            for l in range(L):
-                den[rows, l] += _token_norm_sum(deltas[l])
 
-            def on_step(s: int, k: int, x_in: torch.Tensor, x_out: torch.Tensor) -> None:
-                l = s + 1 + k  # chain s skips block s; its k-th block is block s+1+k, with input x̄_l
-                num[rows, s, l] += _token_norm_sum((x_out - x_in) - deltas[l])
+    def on_batch(b: Batch) -> None:
+        for l in range(L):
+            den[b.rows, l] += _token_norm_sum(b.deltas[l])
 
-            if from_cache:
-                chains = [Chain(xs[s], blocks[s + 1 :], offset=s + 1) for s in range(L - 1)]
-                run_chains(model, chains, ctx, chain_tokens, on_step)
-            else:
-                for s in range(L - 1):
-                    skipped = residual_states(model, model.embed(idx), blocks[:s] + blocks[s + 1 :], ctx)[s:]
-                    for k in range(len(skipped) - 1):  # skipped[k] = x̄_{s+1+k}
-                        on_step(s, k, skipped[k], skipped[k + 1])
+    def on_step(b: Batch, s: int, k: int, x_in: torch.Tensor, x_out: torch.Tensor) -> None:
+        l = s + 1 + k  # run s skips block s; its k-th block is block s+1+k, with input x̄_l
+        num[b.rows, s, l] += _token_norm_sum((x_out - x_in) - b.deltas[l])
+
+    runs = [Run(s, blocks[s + 1 :], depth=s + 1) for s in range(L - 1)]
+    intervene(model, windows, runs, micro_batch, bf16, chain_tokens, on_batch=on_batch, on_step=on_step,
+              from_cache=from_cache, desc="causal", progress=progress)
     if per_window:
         return num, den
     return causal_from_sums(num.sum(0), den.sum(0), windows.numel())

@@ -8,7 +8,7 @@ cross-entropy over the T−1 targets of each window (protocol: 511 of 512), aver
 
 Losses are kept per window, so `ci.permutation_global` is a percentile bootstrap interval over the windows.
 The prefix b_0 .. b_{i−1} is unchanged, so each swapped run restarts from the cached x_i; runs that apply the
-same block at the same depth share one batched call (`states.run_chains`).
+same block at the same depth share one batched call (the loop is intervene.py's).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
-
 from .. import stats
 from ..model.transformer import Transformer
+from .intervene import Batch, Run, intervene
 from .results import MetricResult
-from .states import Chain, autocast, ce_per_window, micro_batches, model_device, residual_states, run_chains
+from .states import ce_per_window
 
 
 def swapped(blocks: list, i: int, j: int) -> list:
@@ -31,7 +30,6 @@ def swapped(blocks: list, i: int, j: int) -> list:
     return out
 
 
-@torch.no_grad()
 def permutation_losses(
     model: Transformer,
     windows: torch.Tensor,
@@ -45,37 +43,26 @@ def permutation_losses(
     """(ℓ_0, ℓ (L, L) with ℓ[i, j] the loss of swap (i, j) for i < j, NaN elsewhere).
     per_window=True returns the per-window loss sums instead: (base (N,), swapped (N, pairs), targets per window).
 
-    Swapped runs start from the cached x_i and are evaluated together (`states.run_chains`, at most
-    `chain_tokens` tokens at once: at depth p every run with i < p, j ≠ p applies block p). from_cache=False
-    recomputes every swapped run from the embedding, one at a time (test oracle and benchmark baseline).
+    Run (i, j) starts from the cached x_i with the swapped blocks i.. (`intervene`, at most `chain_tokens` tokens
+    at once: at depth p every run with i < p, j ≠ p applies block p). from_cache=False recomputes every swapped
+    run from the embedding, one at a time (test oracle and benchmark baseline).
     """
-    device = model_device(model)
     L = model.cfg.n_layers
     blocks = list(model.blocks)
     pairs = [(i, j) for i in range(L) for j in range(i + 1, L)]
     N, T = windows.shape
     base = np.zeros(N)
     sums = np.zeros((N, len(pairs)))
-    start = 0
-    with autocast(device, bf16):
-        for idx in tqdm(list(micro_batches(windows, micro_batch)), desc="permutation", disable=not progress):
-            idx = idx.to(device)
-            rows = slice(start, start + idx.shape[0])
-            start += idx.shape[0]
-            ctx = model.context(idx.shape[1], device)
 
-            def on_done(c: int, x_last: torch.Tensor) -> None:
-                sums[rows, c] += ce_per_window(model, x_last, idx).numpy()
+    def on_batch(b: Batch) -> None:
+        base[b.rows] = ce_per_window(model, b.xs[-1], b.idx).numpy()
 
-            if from_cache:
-                xs = residual_states(model, model.embed(idx), blocks, ctx)
-                base[rows] = ce_per_window(model, xs[-1], idx).numpy()
-                chains = [Chain(xs[i], swapped(blocks, i, j)[i:], offset=i) for i, j in pairs]
-                run_chains(model, chains, ctx, chain_tokens, on_done=on_done)
-            else:
-                base[rows] = ce_per_window(model, model.run_blocks(model.embed(idx), blocks, ctx), idx).numpy()
-                for c, (i, j) in enumerate(pairs):
-                    on_done(c, model.run_blocks(model.embed(idx), swapped(blocks, i, j), ctx))
+    def on_done(b: Batch, c: int, x_last: torch.Tensor) -> None:
+        sums[b.rows, c] += ce_per_window(model, x_last, b.idx).numpy()
+
+    runs = [Run(i, swapped(blocks, i, j)[i:]) for i, j in pairs]
+    intervene(model, windows, runs, micro_batch, bf16, chain_tokens, on_batch=on_batch, on_done=on_done,
+              from_cache=from_cache, desc="permutation", progress=progress)
     if per_window:
         return base, sums, T - 1
     count = N * (T - 1)

@@ -1,14 +1,13 @@
 """`sparsecod analyze`: load a trained run, draw the sample sets, compute metric families, write their files.
 
-Metric names (one output family each, `<run_dir>/analysis/<name>.{json,parquet}`):
-    jacobian (M3/M3b), causal (M4), permutation (M5), usefulness (M6), weight_sparsity (M7),
-    attention (M8 + M9), kurtosis (M10 + held-out M1/M2), perplexity (M11).
-Several names (or `all`) run in one process that loads the model and the held-out stream once (small
-scales keep the job count low this way). `all` means the analyses the workflow config lists for the
-run's group(s) (its own and its aliases'), or every family when no workflow config is given.
+Metric names (one output family each, `<run_dir>/analysis/<name>.{json,parquet}`): those of registry.py (name
+-> protocol items, compute function, untrained-control membership). Several names (or `all`) run in one process
+that loads the model and the held-out stream once (small scales keep the job count low this way). `all` means
+the analyses the workflow config lists for the run's group(s) (its own and its aliases'), or every family when
+no workflow config is given.
 The run's training length T comes from `<run_dir>/run.yaml` (RunConfig), else `analysis.ppl_seq_len`.
-Untrained control (`analysis.init_control`): the families of INIT_METRICS are also computed, in the same process
-and on the same windows, for the run's step-0 weights rebuilt from its seed (`model.io.init_model`, exactly what
+Untrained control (`analysis.init_control`): the families of registry.INIT_METRICS are also computed, in the same
+process and on the same windows, for the run's step-0 weights rebuilt from its seed (`model.io.init_model`, exactly what
 training started from) and written to `<run_dir>/analysis/init/<name>.*`.
 """
 
@@ -26,14 +25,12 @@ import torch
 
 from ..config import RunConfig
 from ..config.errors import ConfigError
+from .registry import INIT_DIR, INIT_METRICS, METRICS, REGISTRY, control_name
 from .results import MetricResult, write_result
-from .samples import analysis_set, attn_set, heldout_stream, ppl_set
-from .settings import METRICS, AnalysisSettings
+from .samples import analysis_set, heldout_stream
+from .settings import AnalysisSettings
 
 log = logging.getLogger(__name__)
-
-INIT_METRICS = ("weight_sparsity", "causal", "permutation", "usefulness", "attention")  # the claims' families
-INIT_DIR = "init"
 
 
 def resolve_metrics(
@@ -119,47 +116,26 @@ class Analysis:
                               "training T")
         return self.run.train.seq_len
 
+    @property
+    def forward(self) -> dict[str, Any]:
+        """Keyword arguments of every family's forwards: bf16 autocast and progress bars."""
+        return {"bf16": self.bf16, "progress": self.progress}
+
+    @property
+    def bootstrap(self) -> dict[str, Any]:
+        """Keyword arguments of the window bootstrap intervals (analysis.bootstrap_resamples, analysis.seed)."""
+        return {"boot_resamples": self.settings.bootstrap_resamples, "boot_seed": self.settings.seed}
+
+    @property
+    def intervention(self) -> dict[str, Any]:
+        """Keyword arguments of the intervention families (causal, permutation, usefulness: intervene.py)."""
+        return {**self.forward, **self.bootstrap, "chain_tokens": self.settings.chain_tokens_for(self.device.type)}
+
     def compute(self, name: str) -> MetricResult:
-        s, m, kw = self.settings, self.model, {"bf16": self.bf16, "progress": self.progress}
-        chains = s.chain_tokens_for(self.device.type)
-        boot = {"boot_resamples": s.bootstrap_resamples, "boot_seed": s.seed}
-        if name == "jacobian":
-            from .jacobian import compute_jacobian
-
-            return compute_jacobian(m, self.analysis_windows[: s.jacobian_samples], s.jacobian_micro_batch,
-                                    s.jacobian_chunk, matrix_layers=s.jacobian_layers, **kw)
-        if name == "causal":
-            from .causal import compute_causal
-
-            return compute_causal(m, self.analysis_windows, s.micro_batch, chain_tokens=chains, **kw, **boot)
-        if name == "permutation":
-            from .permutation import compute_permutation
-
-            return compute_permutation(m, self.analysis_windows, s.micro_batch, chain_tokens=chains, **kw, **boot)
-        if name == "usefulness":
-            from .usefulness import compute_usefulness
-
-            return compute_usefulness(m, self.analysis_windows, s.micro_batch, tau=s.usefulness_tau,
-                                      transpose_bug=s.usefulness_transpose_bug, chain_tokens=chains, **kw, **boot)
-        if name == "weight_sparsity":
-            from .weight_sparsity import compute_weight_sparsity
-
-            return compute_weight_sparsity(m, s.weight_eps)
-        if name == "attention":
-            from .attention import compute_attention
-
-            windows = {T: attn_set(self.tokens, T, s.attention_samples, s.seed) for T in s.attention_lengths}
-            return compute_attention(m, windows, s.attention_eps, s.attention_tile_elements, **kw, **boot)
-        if name == "kurtosis":
-            from .kurtosis import compute_kurtosis
-
-            return compute_kurtosis(m, self.analysis_windows, s.micro_batch, **kw)
-        if name == "perplexity":
-            from .perplexity import compute_perplexity
-
-            windows = ppl_set(self.tokens, self.train_seq_len, s.ppl_tokens)
-            return compute_perplexity(m, windows, self.analysis_windows, s.ppl_batch_tokens, s.micro_batch, **kw)
-        raise ConfigError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+        """Family `name` of the registry on this context's model (trained, or the untrained control)."""
+        if name not in REGISTRY:
+            raise ConfigError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+        return REGISTRY[name].compute(self)
 
     def use_init_weights(self) -> None:
         """Replace the trained model by the run's step-0 weights (same config, rebuilt from train.seed)."""
@@ -215,5 +191,5 @@ def analyze(
     control = [n for n in names if n in INIT_METRICS]
     if ctx.settings.init_control and control:
         ctx.use_init_weights()
-        files.update({f"{name}@init": ctx.run_metric(name) for name in control})
+        files.update({control_name(name): ctx.run_metric(name) for name in control})
     return files

@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 
 from .. import stats
 from ..model.transformer import AffineBlock, Transformer
+from .intervene import Batch, Run, intervene
 from .results import MetricResult
-from .states import Chain, autocast, ce_per_window, micro_batches, model_device, residual_states, run_chains
+from .states import autocast, ce_per_window, micro_batches, model_device, residual_states
 
 RIDGE = 1e-8
 
@@ -145,7 +146,7 @@ def replacement_losses(
     {variant: (N, L)}, targets per window).
 
     Each replaced run restarts from the cached x_l; runs share batched calls of the blocks after their
-    replacement (`states.run_chains`, at most `chain_tokens` tokens at once).
+    replacement (`intervene`, at most `chain_tokens` tokens at once).
     """
     device = model_device(model)
     blocks = list(model.blocks)
@@ -154,29 +155,22 @@ def replacement_losses(
     replacements = {v: [f.block(v, dtype).to(device) for f in (released_fits if v is True and released_fits else fits)]
                     for v in variants if v != "ceiling"}
     means = [f.mean_out.to(device, dtype) for f in fits] if "ceiling" in variants else []
-    runs = [(v, layer) for v in variants for layer in range(L)]
+    keys = [(v, layer) for v in variants for layer in range(L)]
     N, T = windows.shape
     base = np.zeros(N)
     sums = {v: np.zeros((N, L)) for v in variants}
-    start = 0
-    with autocast(device, bf16):
-        for idx in tqdm(list(micro_batches(windows, micro_batch)), desc="usefulness loss", disable=not progress):
-            idx = idx.to(device)
-            rows = slice(start, start + idx.shape[0])
-            start += idx.shape[0]
-            ctx = model.context(idx.shape[1], device)
-            xs = residual_states(model, model.embed(idx), blocks, ctx)
-            base[rows] = ce_per_window(model, xs[-1], idx).numpy()
 
-            def on_done(c: int, x_last: torch.Tensor) -> None:
-                v, layer = runs[c]
-                sums[v][rows, layer] += ce_per_window(model, x_last, idx).numpy()
+    def on_batch(b: Batch) -> None:
+        base[b.rows] = ce_per_window(model, b.xs[-1], b.idx).numpy()
 
-            chains = [Chain(means[layer].expand_as(xs[layer + 1]), blocks[layer + 1 :], offset=layer + 1)
-                      if v == "ceiling" else
-                      Chain(xs[layer], [replacements[v][layer], *blocks[layer + 1 :]], offset=layer)
-                      for v, layer in runs]
-            run_chains(model, chains, ctx, chain_tokens, on_done=on_done)
+    def on_done(b: Batch, c: int, x_last: torch.Tensor) -> None:
+        v, layer = keys[c]
+        sums[v][b.rows, layer] += ce_per_window(model, x_last, b.idx).numpy()
+
+    runs = [Run(layer + 1, blocks[layer + 1 :], x=means[layer]) if v == "ceiling" else
+            Run(layer, [replacements[v][layer], *blocks[layer + 1 :]]) for v, layer in keys]
+    intervene(model, windows, runs, micro_batch, bf16, chain_tokens, on_batch=on_batch, on_done=on_done,
+              desc="usefulness loss", progress=progress)
     if per_window:
         return base, sums, T - 1
     return base.sum() / (N * (T - 1)), {v: sums[v].sum(0) / (N * (T - 1)) for v in variants}

@@ -42,7 +42,18 @@ class RunLogs(Callback):
             return None
         return tokens_per_s * self.flops_per_token / (self.peak_flops * world)
 
+    def _complete(self, row: dict, elapsed: float = 0.0) -> None:
+        """Add the callback's columns of a train_log row: tokens seen after the step and train time so far."""
+        row["tokens"] = (row["step"] + 1) * self.tokens_per_step
+        row["train_seconds"] = self.train_seconds + elapsed
+
     def _drain(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A checkpoint in the middle of a step (Lightning's SLURM handler runs in the signal handler, right after
+        # the deferred optimizer update) drains the step's row before on_train_batch_end completed it.
+        elapsed = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+        for row in pl_module.log_rows["train_log"]:
+            if "tokens" not in row:
+                self._complete(row, elapsed)
         for name, rows in pl_module.log_rows.items():
             if trainer.is_global_zero:
                 self.parquet.log_table(name, rows)
@@ -63,8 +74,7 @@ class RunLogs(Callback):
             self.train_seconds += seconds
             self._t0 = None
         for row in pl_module.log_rows["train_log"]:
-            row["tokens"] = (row["step"] + 1) * self.tokens_per_step
-            row["train_seconds"] = self.train_seconds
+            self._complete(row)
             tokens_per_s = self.tokens_per_step / seconds if seconds > 0 else math.nan
             self.last = {**row, "tokens_per_s": tokens_per_s, "mfu": self.mfu(tokens_per_s, trainer.world_size)}
             metrics = {k: float(v) for k, v in self.last.items() if k in self.SCALARS and v is not None}

@@ -190,6 +190,9 @@ class LMTrainModule(L.LightningModule):
             row["grad_norm"] = grad_norm
             if not math.isfinite(grad_norm):
                 reason = f"gradient norm {grad_norm} is non-finite"
+        # Logged before the update: a requeue checkpoint taken right after it (global_step = step + 1; the deferred
+        # signal is handled as the block below ends) must find this step's row, or the resumed run never logs it.
+        self.log_rows["train_log"].append(row)
         if reason is not None:
             opt.zero_grad(set_to_none=True)
             self.diverged = {"step": step, "loss": loss if math.isfinite(loss) else None, "reason": reason}
@@ -199,7 +202,6 @@ class LMTrainModule(L.LightningModule):
                 opt.step()
                 sched.step()
             opt.zero_grad(set_to_none=True)
-        self.log_rows["train_log"].append(row)
         self.log("loss", ce, prog_bar=True, logger=False)
         self.log("lr", lr, prog_bar=True, logger=False)
 

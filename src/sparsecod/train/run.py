@@ -42,19 +42,13 @@ from ..fileio import write_json_atomic
 from ..config.errors import ConfigError
 from ..model.io import save_model
 from .checkpoint_io import META_FILE, AtomicCheckpointIO, checkpoint_step
-from .logs import consolidate, read_log
+from .logs import LOG_NAMES, consolidate, read_log
 
 # train keys that may change between a checkpoint and its resume (hardware, logging, early stop)
 _RESUMABLE_KEYS = {
     "stop_after", "micro_batch", "devices", "num_nodes", "strategy", "accelerator", "ckpt_every",
     "var_every", "kurtosis_every", "val_every", "val_tokens", "compile", "max_loss",
     "act_ckpt", "loggers", "loader_workers",
-}
-LOG_COLUMNS = {
-    "train_log": ["step", "loss", "ce", "aux", "lr", "grad_norm", "tokens", "train_seconds"],
-    "variance_log": ["step", "layer", "out_var", "attn_out_var", "ffn_out_var", "var_pre", "var_post"],
-    "kurtosis_log": ["step", "layer", "kurtosis", "kurt_p50", "kurt_p90", "kurt_p99", "kurt_max"],
-    "val_log": ["step", "val_loss", "val_targets"],
 }
 _NOISE = (  # Lightning warnings that do not apply to this trainer
     r".*Using ModelCheckpoint with manual optimization.*",  # our update happens in training_step on purpose
@@ -302,8 +296,8 @@ def _write_outputs(run, out: Path, shard_dir: Path, model, module, logs, precisi
         tokenizer_file=tokenizer if tokenizer.is_file() else None,
     )
     last_logged = diverged["step"] if diverged else steps_done - 1
-    for name, cols in LOG_COLUMNS.items():
-        consolidate(out, name, last_logged if name != "val_log" else steps_done, cols)
+    for name in LOG_NAMES:
+        consolidate(out, name, last_logged if name != "val_log" else steps_done)
     train_log = read_log(out, "train_log")
     done = train_log[train_log["step"] < steps_done]
     val = read_log(out, "val_log")
