@@ -9,6 +9,10 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the package, also when not installed
+from sparsecod.data.config import DataConfig  # noqa: E402
+from sparsecod.evaluation.embedded import TASK as EMBEDDED_TASK  # noqa: E402
+from sparsecod.evaluation.embedded import YAML_NAME as EMBEDDED_YAML  # noqa: E402
+from sparsecod.evaluation.tasks import stock_data_problem  # noqa: E402
 from sparsecod.experiments import GROUPS, WORKFLOW_CONFIG_ENV, Registry, load_config  # noqa: E402
 from sparsecod.model.flops import recompute_factor, train_flops  # noqa: E402
 from sparsecod.train.memory_plan import memory_problems  # noqa: E402
@@ -50,12 +54,36 @@ def _check_paths():
     if eval_dir and not Path(eval_dir).is_dir():
         raise WorkflowError(
             f"evaluation.data_dir={eval_dir!r}: directory not found. Point it at local ARC/HellaSwag/MMLU sets "
-            "(HF save_to_disk layout) or set it to null to use the hub datasets (needs network), e.g. "
-            "--config evaluation='{data_dir: null}'"
+            "(HF save_to_disk layout) or set it to '' to use the hub datasets (needs network; with "
+            "evaluation.stock_tasks: if_available they are skipped offline), e.g. "
+            "--config \"evaluation={data_dir: ''}\""
         )
 
 
 _check_paths()
+
+
+def _skipped_tasks():
+    """Stock tasks left out of the DAG: with evaluation.stock_tasks: if_available, all of them when neither a local
+    copy (evaluation.data_dir, $SPARSECOD_EVAL_DATA) nor the hub is there (protocol M12); else none."""
+    stock = [t for t in config["evaluation"]["tasks"] if t != EMBEDDED_TASK]
+    if not stock or config["evaluation"].get("stock_tasks", "required") != "if_available":
+        return set()
+    try:
+        problem = stock_data_problem(config["evaluation"].get("data_dir"))
+    except FileNotFoundError as err:
+        raise WorkflowError(str(err)) from None
+    if problem:
+        print(f"evaluation: skipping {', '.join(stock)} ({problem})", file=sys.stderr)
+    return set(stock) if problem else set()
+
+
+SKIPPED_TASKS = _skipped_tasks()
+
+
+def eval_tasks(run_id):
+    """The M12 tasks scored on a trained run: its groups' tasks less the skipped stock tasks."""
+    return [t for t in REG.evaluation_tasks(run_id) if t not in SKIPPED_TASKS]
 
 
 wildcard_constraints:
@@ -86,7 +114,7 @@ def analysis_outputs(run_id):
 
 
 def eval_outputs(run_id):
-    return [f"{run_dir(run_id)}/eval/lm_eval.json"] if REG.spec(run_id).evaluate else []
+    return [f"{run_dir(run_id)}/eval/lm_eval.json"] if eval_tasks(run_id) else []
 
 
 def run_outputs(run_id):
