@@ -5,10 +5,10 @@ Which of four continuations follows this passage? Built offline, deterministical
 configured `data.heldout_fraction`, so with `data.corpus: builtin` no item text was ever trained on). Nothing is
 stored in the repository: the items are generated on each machine from its Python standard library.
 
-Item: a held-out document is cut at a space inside a paragraph (candidate cuts every STRIDE_CHARS characters);
-`context` = up to CONTEXT_CHARS characters before the cut (starting at a word), the answer = the next
-CONTINUATION_WORDS words of the same document, the three distractors = continuations at cuts of three other
-held-out documents. Answers are taken round-robin over the documents, so no long document dominates. The answer's
+Item (sizes: `EvalSetSpec`): a held-out document is cut at a space inside a paragraph (a candidate cut every
+`stride_chars` = 200 characters); `context` = up to `context_chars` = 320 characters before the cut (starting at a
+word), the answer = the next `continuation_words` = 8 words of the same document, the three distractors =
+continuations at cuts of three other held-out documents. Answers are taken round-robin over the documents, so no long document dominates. The answer's
 position is uniform over the four choices, so chance is 25% for `acc` and `acc_norm` alike. Items are stored
 shuffled, so lm-eval's `limit` takes a random subset spanning the documents.
 
@@ -23,6 +23,7 @@ Written under `out_dir` (the workflow: `<results>/data/<data.id>/eval/pydoc_cont
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -64,14 +65,15 @@ class _Cut:
 
 def _cuts(doc: int, text: str, spec: EvalSetSpec) -> list[_Cut]:
     """The candidate cuts of one document: a space after >= min_context_chars characters, followed by
-    continuation_words words inside the same paragraph; one every stride_chars characters."""
+    continuation_words words inside the same paragraph; one every stride_chars characters. The passage keeps at
+    least half of min_context_chars after it is moved to a word start."""
     out: list[_Cut] = []
     pos = spec.min_context_chars
     while pos < len(text):
         i = text.find(" ", pos)
         if i < 0:
             break
-        words = list(_WORD.finditer(text, i + 1))[: spec.continuation_words] if i + 1 < len(text) else []
+        words = list(itertools.islice(_WORD.finditer(text, i + 1), spec.continuation_words))
         pos = i + spec.stride_chars
         if text[i - 1].isspace() or len(words) < spec.continuation_words:
             continue
