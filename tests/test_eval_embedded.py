@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from _data_testutil import synthetic_docs
+from _eval_testutil import EVAL_DATA, needs_eval_data
 from sparsecod.data.corpus import is_heldout
 from sparsecod.evaluation import embedded
 from sparsecod.evaluation.embedded import CHANCE, CHOICES, TASK, EvalSetSpec, build_eval_set, build_items
@@ -87,22 +88,28 @@ def test_task_yaml_is_lm_evals_own_multiple_choice_format(tmp_path, monkeypatch)
     assert task.doc_to_target(lm_doc) == first["label"]
 
 
-def test_evaluate_scores_the_embedded_task_offline(tmp_path, monkeypatch) -> None:
-    """A tiny random model (its own small BPE, no download) through `evaluate_run`: pydoc_cont4 scored with its
-    own limit, results under its own name, acc and acc_norm both reported."""
-    import pandas as pd
-
+def _tiny_run(tmp_path, docs):
+    """The eval set of `docs` under tmp_path/set and a tiny random model with its own small BPE (no download)."""
     from sparsecod.data.tokenizer import load_tokenizer, train_bpe, vocab_size
-    from sparsecod.evaluation.downstream import evaluate_run
     from sparsecod.model import ModelConfig, Transformer, save_model
 
-    docs = _docs(60)
-    monkeypatch.setattr("sparsecod.data.builtin.iter_builtin_documents", lambda workers=1: iter(docs))
     build_eval_set(tmp_path / "set", SPEC)
     tok = train_bpe(docs, 300, cache_dir=tmp_path / "cache")
     cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=4, d_ff=64,
                       vocab_size=vocab_size(load_tokenizer(tok)))
     save_model(Transformer(cfg).eval(), tmp_path / "run" / "model", tokenizer_file=tok)
+
+
+def test_evaluate_scores_the_embedded_task_offline(tmp_path, monkeypatch) -> None:
+    """A tiny random model through `evaluate_run`: pydoc_cont4 scored with its own limit, results under its own
+    name, acc and acc_norm both reported."""
+    import pandas as pd
+
+    from sparsecod.evaluation.downstream import evaluate_run
+
+    docs = _docs(60)
+    monkeypatch.setattr("sparsecod.data.builtin.iter_builtin_documents", lambda workers=1: iter(docs))
+    _tiny_run(tmp_path, docs)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="sparsecod eval-set"):
         evaluate_run(tmp_path / "run", [TASK], max_length=128, progress=False)
@@ -114,3 +121,23 @@ def test_evaluate_scores_the_embedded_task_offline(tmp_path, monkeypatch) -> Non
     assert {"acc,none", "acc_norm,none"} <= set(results["results"][TASK])
     assert results["sparsecod"]["embedded_limit"] == 30 and results["sparsecod"]["task_dir"]
     assert pd.read_csv(tmp_path / "run" / "eval" / "downstream.csv")["task"].tolist() == [TASK]
+
+
+@needs_eval_data
+def test_embedded_and_stock_tasks_in_one_evaluation(tmp_path, monkeypatch) -> None:
+    """pydoc_cont4 beside a stock task on the local copies: one lm_eval.json and downstream.csv holding both, each
+    with its own limit."""
+    import pandas as pd
+
+    from sparsecod.evaluation.downstream import evaluate_run
+
+    docs = _docs(60)
+    monkeypatch.setattr("sparsecod.data.builtin.iter_builtin_documents", lambda workers=1: iter(docs))
+    _tiny_run(tmp_path, docs)
+    evaluate_run(tmp_path / "run", [TASK, "arc_easy"], task_dir=tmp_path / "set", embedded_limit=5, limit=3,
+                 data_dir=EVAL_DATA, max_length=128, progress=False)
+    table = pd.read_csv(tmp_path / "run" / "eval" / "downstream.csv")
+    assert table[["task", "n"]].values.tolist() == [[TASK, 5], ["arc_easy", 3]]
+    results = json.loads((tmp_path / "run" / "eval" / "lm_eval.json").read_text())
+    assert set(results["results"]) == {TASK, "arc_easy"} and set(results["n-samples"]) == {TASK, "arc_easy"}
+    assert results["config"]["model"] == "sparsecod"
