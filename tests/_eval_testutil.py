@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from _data_testutil import NEOX, needs_neox  # noqa: F401  (re-exported for the eval tests)
 from sparsecod.model import ModelConfig, MoEConfig, Transformer, save_model
 
-NEOX = Path("/work/shared/data/tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json")
-EVAL_DATA = Path("/work/shared/data/eval")
-needs_neox = pytest.mark.skipif(not NEOX.is_file(), reason=f"{NEOX} not present")
-needs_eval_data = pytest.mark.skipif(not (EVAL_DATA / "ai2_arc").is_dir(), reason=f"{EVAL_DATA} not present")
+EVAL_DATA_ENV = "SPARSECOD_TEST_EVAL_DATA"  # local ARC/HellaSwag/MMLU copies (HF save_to_disk); .ci/run sets it
+EVAL_DATA = Path(os.environ.get(EVAL_DATA_ENV, "")).expanduser()
+needs_eval_data = pytest.mark.skipif(not (os.environ.get(EVAL_DATA_ENV) and (EVAL_DATA / "ai2_arc").is_dir()),
+                                     reason=f"set ${EVAL_DATA_ENV} to a directory holding ai2_arc/, hellaswag/ and "
+                                            "hails/mmlu_no_train/ (HF save_to_disk)")
 
 # GQA (H=4, H_kv=2), non-default eps and theta so the exported config must carry them
 GQA = ModelConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, d_ff=48, vocab_size=50280, pad_vocab_to=128,

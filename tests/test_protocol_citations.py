@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "docs" / "protocol.md"
 THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
 SCANNED_DIRS = ("src", "workflow", "config", "tests", "bench", "docs")
-SCANNED_FILES = ("README.md", "Snakefile")
+SCANNED_FILES = ("README.md", "Snakefile", ".ci/run")
 BINARY = {".png", ".pdf", ".npy", ".parquet", ".pt", ".ckpt", ".safetensors", ".bin", ".gz", ".zip"}
 
 ID = re.compile(r"(?<!\w)([MEDQX])(\d{1,2})([a-z]?)(?!\w)")
@@ -28,9 +28,9 @@ LINK = re.compile(r"protocol\.md#([\w-]+)")
 STALE = re.compile(r"\b[Ss]pec\b[ :]*(?:§|[MEDQX]\d)|\(spec: (?:\d|the\b)|\bthe spec's\b")  # still citing the old spec
 SPEC_FILE = "paper_spec" + ".md"  # spelled in two parts so this file does not match itself
 OUTSIDE = ".." + "/shared"
-# Files that still name ../shared for the evaluation data until issue 15 ("no shipped config names a path outside
-# the checkout") is merged; test_nothing_points_outside_the_checkout_at_all turns red (XPASS) once it has been.
-KNOWN_OUTSIDE = {"config/smoke.yaml", "config/mini.yaml", "README.md"}
+# Only CI may name the data beside the checkout (issue 15): .ci/run exports it to the tests as
+# $SPARSECOD_TEST_EVAL_DATA / $SPARSECOD_TEST_TOKENIZER; no shipped config, doc or code names it.
+KNOWN_OUTSIDE = {".ci/run"}
 
 # what the protocol must define: the paper's full sets of metrics, groups, discrepancies and choices
 REQUIRED = ([f"m{i}" for i in range(1, 13)] + ["m3b"] + [f"e{i}" for i in range(1, 8)]
@@ -143,15 +143,16 @@ def test_nothing_cites_the_spec_file() -> None:
     assert not _offenders(SPEC_FILE), _offenders(SPEC_FILE)
 
 
-def test_nothing_new_points_outside_the_checkout() -> None:
-    outside = {o.split(":")[0] for o in _offenders(OUTSIDE)}
-    assert outside <= KNOWN_OUTSIDE, sorted(outside - KNOWN_OUTSIDE)
-
-
-@pytest.mark.xfail(strict=True, reason="smoke/mini evaluation.data_dir and the README name ../shared until issue 15 "
-                                       "merges; then drop KNOWN_OUTSIDE and this marker")
 def test_nothing_points_outside_the_checkout_at_all() -> None:
-    assert not _offenders(OUTSIDE), _offenders(OUTSIDE)
+    offenders = _offenders(OUTSIDE)
+    assert {o.split(":")[0] for o in offenders} <= KNOWN_OUTSIDE, offenders
+    assert ".ci/run" in TEXTS, "the scan must see .ci/run"
+
+
+def test_ci_names_the_outside_data_only_in_the_test_variables() -> None:
+    lines = [line for line in TEXTS[".ci/run"].splitlines() if OUTSIDE in line]
+    assert lines and all(re.match(r'export SPARSECOD_TEST_[A-Z_]+="\$\{SPARSECOD_TEST_[A-Z_]+:-\$PWD/', line)
+                         for line in lines), lines
 
 
 def test_readme_and_config_header_point_at_the_protocol() -> None:

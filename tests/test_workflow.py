@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +18,38 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED_JOBS = {"config/smoke.yaml": 3, "config/mini.yaml": 3}  # replicate seeds: gqa's seeds: 2 (3 trainings, 3 analyses)
 
 
-def snakemake(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run snakemake from the repository root with this interpreter's environment first on PATH."""
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, env=env, capture_output=True,
+def snakemake(*args: str, timeout: float = 120, cwd: Path = ROOT, env: dict | None = None
+              ) -> subprocess.CompletedProcess:
+    """Run snakemake from the repository root (or `cwd`) with this interpreter's environment first on PATH."""
+    base = os.environ if env is None else env
+    env = dict(base, PATH=f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}")
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def fresh_checkout(tmp_path: Path) -> Path:
+    """A copy of the repository's tracked and not-ignored files, alone in `tmp_path` (nothing beside it), as a
+    new user's `git clone` into an empty folder (issue 15)."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, check=True).stdout
+    dest = tmp_path / "checkout"
+    for rel in filter(None, out.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkout"]
+    return dest
+
+
+def offline_env() -> dict:
+    """This environment with the hub off and no local evaluation data named (a fresh machine without network)."""
+    env = {k: v for k, v in os.environ.items() if k != "SPARSECOD_EVAL_DATA"}
+    return env | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def evaluate_commands(output: str) -> dict[str, str]:
+    """run id -> the `sparsecod evaluate` command of a `snakemake -n -p` plan."""
+    return {m.group(1): m.group(0) for m in re.finditer(r"sparsecod evaluate \S+/runs/(\S+) [^>]*", output)}
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -118,6 +147,52 @@ def test_config_errors_stop_before_any_job(edit, message: str, tmp_path: Path) -
     assert "Job stats" not in result.stdout
 
 
+def test_the_missing_eval_dir_hint_suggests_an_override_that_works(tmp_path: Path) -> None:
+    """The hint's own `--config` override (Snakemake's --config cannot express null) passes the check (issue 15)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["evaluation"]["data_dir"] = "no/such/dir"
+    config["results"] = str(tmp_path / "results")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    bad = snakemake("-n", "all", "--configfile", str(tmp_path / "bad.yaml"), env=offline_env())
+    assert bad.returncode != 0 and "evaluation.data_dir='no/such/dir'" in bad.stdout + bad.stderr
+    hint = re.search(r"--config (\"[^\"]+\")", bad.stdout + bad.stderr)
+    assert hint, bad.stderr[-2000:]
+    override = shlex.split(hint.group(1))
+    good = snakemake("-n", "all", "--configfile", str(tmp_path / "bad.yaml"), "--config", *override,
+                     env=offline_env())
+    assert good.returncode == 0 and "Job stats" in good.stdout, good.stderr[-2000:]
+    assert "skipping arc_easy, arc_challenge, hellaswag, mmlu" in good.stderr
+
+
+def test_a_fresh_offline_checkout_plans_the_embedded_task_only(tmp_path: Path) -> None:
+    """No data beside the checkout, hub offline: every evaluated run scores pydoc_cont4, built by one eval_set job;
+    the stock tasks are skipped with a line saying why (issue 15)."""
+    checkout = fresh_checkout(tmp_path)
+    plan = snakemake("-n", "-p", "--profile", "local", "all", "--config", f"results={tmp_path / 'r'}",
+                     cwd=checkout, env=offline_env())
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+    counts = job_counts(plan.stdout)
+    assert counts["eval_set"] == 1 and counts["evaluate"] == 17  # depth 4 + lns 4 + ablation 9
+    commands = evaluate_commands(plan.stdout)
+    assert len(commands) == 17 and all("--tasks pydoc_cont4 " in c and "--task-dir " in c for c in commands.values())
+    assert "skipping arc_easy, arc_challenge, hellaswag, mmlu (no evaluation.data_dir" in plan.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("SPARSECOD_TEST_EVAL_DATA"),
+                    reason="set $SPARSECOD_TEST_EVAL_DATA to the local ARC/HellaSwag/MMLU copies")
+def test_local_eval_data_adds_the_papers_tasks(tmp_path: Path) -> None:
+    data = os.environ["SPARSECOD_TEST_EVAL_DATA"]
+    plan = snakemake("-n", "-p", "--profile", "local", "all", "--config", f"results={tmp_path}",
+                     f"evaluation={{data_dir: {data}}}", env=offline_env())
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    commands = evaluate_commands(plan.stdout)
+    assert "--tasks pydoc_cont4,arc_easy,arc_challenge,hellaswag,mmlu " in commands["depth-L12"]
+    assert "--tasks pydoc_cont4,arc_challenge,hellaswag " in commands["abl-A1"]
+    assert f"--eval-data {data}" in commands["abl-A1"] and "skipping" not in plan.stderr
+
+
 def test_only_a_change_of_training_retrains(tmp_path: Path) -> None:
     """Labels, analyses, evaluation tasks and key order leave a run.yaml (and so its training) alone."""
     import yaml
@@ -164,12 +239,20 @@ def test_envs_pin_what_pyproject_pins() -> None:
 
 @pytest.mark.integration
 def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> None:
-    """`snakemake --profile local all` at smoke scale, offline, in a fresh results directory (issue 6 'done when')."""
+    """`snakemake --profile local all` at smoke scale in a fresh copy of the repository with nothing beside it and
+    the hub offline (issue 15; issue 6 'done when'): every figure, table, the claims and the report, then nothing
+    left to do."""
+    checkout = fresh_checkout(tmp_path)
     results = tmp_path / "results"
-    first = snakemake("--profile", "local", "all", "--config", f"results={results}", timeout=40 * 60)
+    env = offline_env()
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return snakemake("--profile", "local", *args, "--config", f"results={results}", timeout=timeout,
+                         cwd=checkout, env=env)
+
+    first = run("all", timeout=40 * 60)
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-5000:]
     summary = pd.read_parquet(results / "summary.parquet")
-    from sparsecod.evaluation.downstream import HEADLINE
     from sparsecod.experiments import GROUPS, load_registry
 
     reg = load_registry(ROOT / "config" / "smoke.yaml")
@@ -183,9 +266,13 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
                 assert (rows.source == family).any(), (run_id, family)
                 if family in ("causal", "permutation", "usefulness", "attention", "weight_sparsity"):
                     assert (rows.source == f"{family}@init").any(), (run_id, family)  # the untrained control
-        if reg.spec(run_id).evaluate:  # depth: all four tasks (Table 1); ablation: ARC-C, HellaSwag (Fig 1)
-            metrics = {f"{t}.{HEADLINE[t]}" for t in reg.evaluation_tasks(run_id)}
-            assert set(rows[rows.source == "eval"].metric) >= metrics and len(metrics) >= 2, run_id
+        evaluated = set(rows[rows.source == "eval"].metric)
+        if reg.spec(run_id).evaluate:  # offline: the embedded task only, the stock ones skipped
+            assert evaluated == {"pydoc_cont4.acc_norm", "pydoc_cont4.acc_norm_stderr"}, run_id
+        else:
+            assert not evaluated, run_id
+    meta = (results / "data" / "builtin-bpe2048" / "eval" / "pydoc_cont4" / "meta.json").read_text()
+    assert '"chance": 0.25' in meta
     for sweep in reg.sweeps:
         assert (results / "sweeps" / f"{sweep}.json").is_file()
     from sparsecod.plots.inventory import FIGURES, TABLES
@@ -197,20 +284,24 @@ def test_smoke_dag_runs_to_the_end_and_is_then_up_to_date(tmp_path: Path) -> Non
     for item in TABLES.values():
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"{item.stems[0]}.{ext}").is_file()
+    assert "pydoc_cont4_acc_norm" in pd.read_csv(results / "tables" / "table1_depth.csv").columns
     claims = pd.read_csv(results / "claims.csv")
     assert len(claims) >= 10 and set(claims.verdict) <= {"reproduced", "contradicted", "inconclusive"}
     assert claims["reason"].notna().all()
-    second = snakemake("--profile", "local", "all", "--config", f"results={results}", "-n")
+    assert claims.set_index("claim_id").loc["E6-accuracy", "statistic"].endswith("mean acc_norm of pydoc_cont4")
+    assert (results / "claims.md").is_file() and (results / "claims_beyond_paper.md").is_file()
+    second = run("all", "-n")
     assert second.returncode == 0 and "Nothing to be done" in second.stdout, second.stdout[-3000:]
 
     before = {p.name: p.stat().st_mtime_ns for p in (results / "figures").iterdir()}
-    again = snakemake("--profile", "local", "fig5", "--forcerun", "fig5", "--config", f"results={results}")
+    again = run("fig5", "--forcerun", "fig5")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     changed = {n for n, t in before.items() if (results / "figures" / n).stat().st_mtime_ns != t}
     assert changed == {f"{s}.{e}" for s in FIGURES["fig5"].stems for e in ("pdf", "png")}
     assert job_counts(again.stderr + again.stdout) == {"fig5": 1}
 
-    report = snakemake("--profile", "local", "--config", f"results={results}", "--report", str(tmp_path / "r.html"))
+    report = snakemake("--profile", "local", "--config", f"results={results}", "--report", str(tmp_path / "r.html"),
+                       cwd=checkout, env=env)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "r.html").read_text(errors="replace")
     assert "fig05a_seq_variance.png" in html and "table1_depth.md" in html and "claims.md" in html

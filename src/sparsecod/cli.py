@@ -189,11 +189,16 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="+", default=None,
                    help="lm-eval task/group names, comma- or space-separated (default: mmlu arc_easy arc_challenge "
                         "hellaswag)")
-    p.add_argument("--limit", type=float, default=None, help="documents per task (per MMLU subject); default all")
+    p.add_argument("--limit", type=float, default=None,
+                   help="documents per stock task (per MMLU subject); default all")
     p.add_argument("--eval-data", default=None,
                    help="local evaluation data directory (config evaluation.data_dir; default $SPARSECOD_EVAL_DATA, "
                         "else the stock Hub datasets): ai2_arc/, hellaswag/, hails/mmlu_no_train/ as HF "
                         "save_to_disk shards")
+    p.add_argument("--task-dir", default=None,
+                   help="folder of the embedded task pydoc_cont4 (its YAML and test.jsonl; `sparsecod eval-set`)")
+    p.add_argument("--embedded-limit", type=int, default=None,
+                   help="items of pydoc_cont4 scored (config evaluation.embedded_limit; default all)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--log-samples", action="store_true", help="also write per-document records to eval/samples/")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
@@ -207,8 +212,38 @@ def _evaluate(sub: argparse._SubParsersAction) -> None:
         limit = None if args.limit is None else int(args.limit) if args.limit >= 1 else args.limit
         table = evaluate_run(args.run_dir, args.tasks, limit=limit, data_dir=args.eval_data,
                              batch_size=args.batch_size, log_samples=args.log_samples, device=args.device,
-                             dtype=args.dtype, max_length=args.max_length, progress=not args.no_progress)
+                             dtype=args.dtype, max_length=args.max_length, progress=not args.no_progress,
+                             task_dir=args.task_dir, embedded_limit=args.embedded_limit)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _eval_set(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval-set", help="build the embedded multiple-choice task pydoc_cont4 from held-out documents "
+                                        "(protocol M12)",
+                       description="Writes <out>/test.jsonl, meta.json and pydoc_cont4.yaml (an lm-eval task: "
+                                   "`sparsecod evaluate RUN --tasks pydoc_cont4 --task-dir OUT`).")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--heldout-fraction", type=float, default=None,
+                   help="data.heldout_fraction of the runs to evaluate (default: DataConfig's)")
+    p.add_argument("--seed", type=int, default=None, help="item seed (default: the task's)")
+    p.add_argument("--items", type=int, default=None, help="number of items (default: the task's)")
+    p.add_argument("--workers", type=int, default=1, help="processes parsing the standard library")
+
+    def run(args: argparse.Namespace) -> int:
+        import dataclasses
+        import json
+
+        from .data.config import DataConfig
+        from .evaluation.embedded import EvalSetSpec, build_eval_set
+
+        fraction = DataConfig().heldout_fraction if args.heldout_fraction is None else args.heldout_fraction
+        changes = {k: v for k, v in (("seed", args.seed), ("items", args.items)) if v is not None}
+        spec = dataclasses.replace(EvalSetSpec(heldout_fraction=fraction), **changes)
+        meta = build_eval_set(args.out, spec, workers=args.workers)
+        print(json.dumps({k: v for k, v in meta.items() if k != "source"}))
         return 0
 
     p.set_defaults(func=run)
@@ -366,7 +401,7 @@ def _schema(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-COMMANDS = [_params, _plan, _schema, _train, _tokenize, _analyze, _evaluate, _export_hf, _render,
+COMMANDS = [_params, _plan, _schema, _train, _tokenize, _analyze, _evaluate, _eval_set, _export_hf, _render,
             _run_config, _select_lr, _collect, _merge_summaries]
 
 

@@ -13,6 +13,10 @@ from sparsecod.config.analysis import AnalysisJobs  # noqa: E402
 from sparsecod.config.keys import key_names  # noqa: E402
 from sparsecod.config.workflow import Resources as ResourceKeys  # noqa: E402  (Snakemake has its own Resources)
 from sparsecod.data.checks import plan_problems, unwritable_reason  # noqa: E402
+from sparsecod.data.config import DataConfig  # noqa: E402
+from sparsecod.evaluation.embedded import TASK as EMBEDDED_TASK  # noqa: E402
+from sparsecod.evaluation.embedded import YAML_NAME as EMBEDDED_YAML  # noqa: E402
+from sparsecod.evaluation.tasks import stock_data_problem  # noqa: E402
 from sparsecod.experiments import GROUPS, WORKFLOW_CONFIG_ENV, Registry, load_config  # noqa: E402
 from sparsecod.metrics.registry import METRICS  # noqa: E402  (the metric family names; no torch)
 from sparsecod.model.flops import recompute_factor, train_flops  # noqa: E402
@@ -60,12 +64,36 @@ def _check_paths():
     if eval_dir and not Path(eval_dir).is_dir():
         raise WorkflowError(
             f"evaluation.data_dir={eval_dir!r}: directory not found. Point it at local ARC/HellaSwag/MMLU sets "
-            "(HF save_to_disk layout) or set it to null to use the hub datasets (needs network), e.g. "
-            "--config evaluation='{data_dir: null}'"
+            "(HF save_to_disk layout) or set it to '' to use the hub datasets (needs network; with "
+            "evaluation.stock_tasks: if_available they are skipped offline), e.g. "
+            "--config \"evaluation={data_dir: ''}\""
         )
 
 
 _check_paths()
+
+
+def _skipped_tasks():
+    """Stock tasks left out of the DAG: with evaluation.stock_tasks: if_available, all of them when neither a local
+    copy (evaluation.data_dir, $SPARSECOD_EVAL_DATA) nor the hub is there (protocol M12); else none."""
+    stock = [t for t in config["evaluation"]["tasks"] if t != EMBEDDED_TASK]
+    if not stock or config["evaluation"].get("stock_tasks", "required") != "if_available":
+        return set()
+    try:
+        problem = stock_data_problem(config["evaluation"].get("data_dir"))
+    except FileNotFoundError as err:
+        raise WorkflowError(str(err)) from None
+    if problem:
+        print(f"evaluation: skipping {', '.join(stock)} ({problem})", file=sys.stderr)
+    return set(stock) if problem else set()
+
+
+SKIPPED_TASKS = _skipped_tasks()
+
+
+def eval_tasks(run_id):
+    """The M12 tasks scored on a trained run: its groups' tasks less the skipped stock tasks."""
+    return [t for t in REG.evaluation_tasks(run_id) if t not in SKIPPED_TASKS]
 
 
 wildcard_constraints:
@@ -117,7 +145,7 @@ def analysis_outputs(run_id):
 
 
 def eval_outputs(run_id):
-    return [f"{run_dir(run_id)}/eval/lm_eval.json"] if REG.spec(run_id).evaluate else []
+    return [f"{run_dir(run_id)}/eval/lm_eval.json"] if eval_tasks(run_id) else []
 
 
 def run_outputs(run_id):

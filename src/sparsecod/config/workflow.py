@@ -43,7 +43,7 @@ class Resources:
 
 @section("evaluation")
 class Evaluation:
-    """M12 zero-shot downstream accuracy with the stock lm-eval tasks (protocol M12)."""
+    """M12 zero-shot downstream accuracy: the stock lm-eval tasks and the embedded pydoc_cont4 (protocol M12)."""
 
     tasks: tuple[str, ...] = key(("mmlu", "arc_easy", "arc_challenge", "hellaswag"), "lm-eval task names; a "
                                  "group's `evaluate` picks from them", min_length=1)
@@ -53,6 +53,11 @@ class Evaluation:
                                      "datasets (online)")
     max_length: Int | None = key(None, "context window of the scorer (null = the run's training T; RoPE "
                                        "extrapolates beyond)", ge=2)
+    stock_tasks: Literal["required", "if_available"] = key(
+        "required", "stock tasks without local data (data_dir) or hub: required = their evaluate jobs fail; "
+                    "if_available = they leave the DAG (the small scales, offline)")
+    embedded_limit: Int | None = key(None, "items scored of the embedded task pydoc_cont4 when tasks list it "
+                                           "(null = all)", ge=1)
 
 
 @section("run")

@@ -3,6 +3,7 @@
 adapter.SparsecodLM    lm-eval model `sparsecod` (model_args checkpoint=<model dir>, ...)
 downstream.evaluate_run  `sparsecod evaluate`: <run_dir>/eval/{lm_eval.json, downstream.csv, samples/}
 tasks                  stock tasks on local data (offline group YAMLs) and the offline guard
+embedded               `sparsecod eval-set`: the embedded task pydoc_cont4 from held-out builtin documents
 export_hf.export_hf    `sparsecod export-hf`: dense -> LlamaForCausalLM, MoE -> Qwen2MoeForCausalLM directory
 lm_eval_cli            `python -m sparsecod.evaluation.lm_eval_cli ...` = the stock `lm_eval` CLI with `sparsecod`
 

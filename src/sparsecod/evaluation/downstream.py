@@ -12,6 +12,8 @@ Layout written under `<run_dir>/eval/` (each file atomically):
 With a local data directory (`data_dir`, else $SPARSECOD_EVAL_DATA) the stock tasks read it through
 generated group YAMLs (tasks.py) and the process runs with HF offline mode on; without one the stock
 Hub datasets are used, and an unreachable Hub is an immediate error naming `evaluation.data_dir`.
+The embedded task `pydoc_cont4` (embedded.py) is read from `task_dir` (its lm-eval YAML and test.jsonl, built by
+`sparsecod eval-set` / rule eval_set), always offline; `limit` caps the stock tasks only, `embedded_limit` the embedded one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import pandas as pd
 
 from ..fileio import write_bytes_atomic, write_csv_atomic
 from .checkpoint import resolve_model_dir
+from .embedded import TASK as EMBEDDED_TASK
+from .embedded import YAML_NAME as EMBEDDED_YAML
 from .tasks import DEFAULT_TASKS, GROUP_PREFIX, hf_offline, require_hub, resolve_data_dir, write_offline_groups
 
 log = logging.getLogger(__name__)
@@ -62,34 +66,51 @@ def evaluate_run(
     max_length: int | None = None,
     progress: bool = True,
     out_dir: str | os.PathLike | None = None,
+    task_dir: str | os.PathLike | None = None,
+    embedded_limit: int | None = None,
 ) -> pd.DataFrame:
     """Evaluate `<run_dir>/model` zero-shot on `tasks`; write `<run_dir>/eval/` (or `out_dir`).
 
     `run_dir` may also be the model directory itself (then its parent is taken as the run directory).
-    Returns the downstream.csv table. `limit` caps the documents per task (per MMLU subject);
-    `max_length` defaults to the run's training T (see adapter.SparsecodLM).
+    Returns the downstream.csv table. `limit` caps the documents per stock task (per MMLU subject);
+    `max_length` defaults to the run's training T (see adapter.SparsecodLM); `task_dir` holds the embedded task,
+    of which the first `embedded_limit` items are scored (None: all; items are stored shuffled).
     """
     task_names = parse_tasks(tasks)
     if limit is not None and not limit > 0:
         raise ValueError(f"evaluation.limit / --limit must be > 0 (documents per task) or null, got {limit}")
+    if embedded_limit is not None and not embedded_limit >= 1:
+        raise ValueError(f"evaluation.embedded_limit / --embedded-limit must be >= 1 (items) or null, "
+                         f"got {embedded_limit}")
+    stock = [t for t in task_names if t != EMBEDDED_TASK]
+    embedded_dir = _embedded_dir(task_dir) if EMBEDDED_TASK in task_names else None
     model_dir = resolve_model_dir(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else model_dir.parent / "eval"
-    local = resolve_data_dir(data_dir)
-    if local is None:
-        require_hub(task_names)
+    local = resolve_data_dir(data_dir) if stock else None
+    if stock and local is None:
+        require_hub(stock)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".lm_eval_tasks.", dir=out_dir) as include_dir:
-        if local is not None:
-            eval_names = write_offline_groups(task_names, local, Path(include_dir))
-            with hf_offline():
-                results = _simple_evaluate(model_dir, eval_names, include_dir, limit, batch_size, log_samples,
-                                           device, dtype, max_length, progress)
-        else:
-            results = _simple_evaluate(model_dir, task_names, None, limit, batch_size, log_samples, device, dtype,
-                                       max_length, progress)
-    _unwrap_offline_groups(results)
+    lm = _model(model_dir, batch_size, device, dtype, max_length, progress)
+    parts = []
+    if stock:
+        with tempfile.TemporaryDirectory(prefix=".lm_eval_tasks.", dir=out_dir) as include_dir:
+            if local is not None:
+                eval_names = write_offline_groups(stock, local, Path(include_dir))
+                with hf_offline():
+                    parts.append(_simple_evaluate(lm, eval_names, include_dir, limit, log_samples))
+            else:
+                parts.append(_simple_evaluate(lm, stock, None, limit, log_samples))
+        _unwrap_offline_groups(parts[-1])
+    if embedded_dir is not None:
+        with hf_offline():
+            parts.append(_simple_evaluate(lm, [EMBEDDED_TASK], str(embedded_dir), embedded_limit, log_samples))
+    results = _merge_results(parts)
+    results["config"]["model"] = "sparsecod"
+    results["config"]["model_args"] = {"checkpoint": str(model_dir), "batch_size": batch_size, "device": device,
+                                       "dtype": dtype, "max_length": lm.max_length}
     results["sparsecod"] = {"model_dir": str(model_dir.resolve()), "tasks": task_names,
-                            "data_dir": str(local) if local else None, "limit": limit}
+                            "data_dir": str(local) if local else None, "limit": limit,
+                            "task_dir": str(embedded_dir) if embedded_dir else None, "embedded_limit": embedded_limit}
     samples = results.pop("samples", None)
     table = headline_table(results, task_names)
     if log_samples and samples:
@@ -104,24 +125,45 @@ def evaluate_run(
     return table
 
 
-def _simple_evaluate(model_dir: Path, tasks: list[str], include_dir: str | None, limit, batch_size: int,
-                     log_samples: bool, device: str, dtype: str, max_length: int | None, progress: bool) -> dict:
+def _embedded_dir(task_dir: str | os.PathLike | None) -> Path:
+    """The folder of the embedded task's YAML; ValueError naming how to build it when absent."""
+    path = Path(task_dir).expanduser() if task_dir not in (None, "") else None
+    if path is None or not (path / EMBEDDED_YAML).is_file():
+        where = f"--task-dir {task_dir!r} has no {EMBEDDED_YAML}" if path else "no --task-dir given"
+        raise ValueError(f"task {EMBEDDED_TASK!r} is built from the held-out documents ({where}): build it with "
+                         f"`sparsecod eval-set --out DIR` (the workflow's rule eval_set) and pass --task-dir DIR")
+    return path.resolve()
+
+
+def _model(model_dir: Path, batch_size: int, device: str, dtype: str, max_length: int | None, progress: bool):
+    from .adapter import SparsecodLM
+
+    return SparsecodLM(checkpoint=model_dir, batch_size=batch_size, device=device, dtype=dtype,
+                       max_length=max_length, progress=progress)
+
+
+def _simple_evaluate(lm, tasks: list[str], include_dir: str | None, limit, log_samples: bool) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from .adapter import SparsecodLM
-
-    lm = SparsecodLM(checkpoint=model_dir, batch_size=batch_size, device=device, dtype=dtype, max_length=max_length,
-                     progress=progress)
     manager = TaskManager(include_path=include_dir) if include_dir else TaskManager()
     results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=0, limit=limit, task_manager=manager,
                                       log_samples=log_samples)
     if results is None:  # only on non-zero ranks, which a single-process run never has
         raise RuntimeError("lm_eval.simple_evaluate returned no results")
-    results["config"]["model"] = "sparsecod"
-    results["config"]["model_args"] = {"checkpoint": str(model_dir), "batch_size": batch_size, "device": device,
-                                       "dtype": dtype, "max_length": lm.max_length}
     return results
+
+
+def _merge_results(parts: list[dict]) -> dict:
+    """One harness result from several simple_evaluate calls: their per-task mappings joined, the rest the first's."""
+    merged = dict(parts[0])
+    for part in parts[1:]:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "config":
+                merged[key] = {**merged[key], **value}
+            else:
+                merged.setdefault(key, value)
+    return merged
 
 
 def _unwrap_offline_groups(results: dict) -> None:

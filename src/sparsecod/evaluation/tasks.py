@@ -89,6 +89,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return path.resolve()
 
 
+def stock_data_problem(data_dir: str | os.PathLike | None) -> str | None:
+    """Why the stock tasks cannot get their data here, or None: a local directory (the argument, else
+    $SPARSECOD_EVAL_DATA) or a reachable Hub is enough. FileNotFoundError when a named directory is missing."""
+    if resolve_data_dir(data_dir) is not None:
+        return None
+    reason = offline_reason()
+    return None if reason is None else f"no evaluation.data_dir or ${DATA_ENV}, and the Hugging Face Hub: {reason}"
+
+
 def require_hub(tasks: Sequence[str]) -> None:
     """Fail at once (OfflineError) when the stock Hub datasets are needed but the Hub is unreachable."""
     reason = offline_reason()
@@ -108,7 +117,7 @@ def write_offline_groups(tasks: Sequence[str], data_dir: Path, include_dir: Path
         raise ValueError(
             f"task(s) {unknown} have no local-data mapping; with evaluation.data_dir set, the supported tasks are "
             f"arc_easy, arc_challenge, hellaswag, {', '.join(MMLU_GROUPS)} and mmlu_<subject> "
-            "(set evaluation.data_dir: null to use the stock Hub datasets online)"
+            "(set evaluation.data_dir to '' to use the stock Hub datasets online)"
         )
     include_dir.mkdir(parents=True, exist_ok=True)
     groups = []

@@ -34,7 +34,7 @@ import pandas as pd
 from .. import stats
 from ..fileio import write_bytes_atomic, write_csv_atomic
 from ..metrics.variance_curve import last_layer_curve
-from .data import Results, spearman
+from .data import PAPER_ACCURACY_TASKS, Results, spearman
 from .reference import load_reference
 
 MIN_TREND_RUNS = 3
@@ -142,18 +142,27 @@ def attention_quantity(res: Results, run_ids: list[str]) -> tuple[dict[str, Meas
 
 
 def accuracy_quantity(res: Results, run_ids: list[str]) -> tuple[dict[str, Measure], str]:
-    """Fig 1's average accuracy: mean of ARC-Challenge and HellaSwag acc_norm (M12, ×100); interval from their
-    standard errors (lm-eval's, combined as independent)."""
+    """Fig 1's average accuracy: mean acc_norm (M12, ×100) of `Results.accuracy_tasks` (ARC-Challenge and HellaSwag,
+    or the tasks evaluated instead, e.g. the embedded pydoc_cont4); interval from their standard errors (lm-eval's,
+    combined as independent)."""
+    tasks = res.accuracy_tasks(run_ids)
     out = {}
     for run in run_ids:
         reps = res.replicas(run)
-        vals = [(res.value(r, "eval", "arc_challenge.acc_norm") + res.value(r, "eval", "hellaswag.acc_norm")) / 2
+        vals = [float(np.mean([res.value(r, "eval", f"{t}.acc_norm") for t in tasks])) if tasks else math.nan
                 for r in reps]
-        se = math.hypot(res.value(reps[0], "eval", "arc_challenge.acc_norm_stderr"),
-                        res.value(reps[0], "eval", "hellaswag.acc_norm_stderr")) / 2
+        se = math.hypot(*(res.value(reps[0], "eval", f"{t}.acc_norm_stderr") for t in tasks)) / max(len(tasks), 1)
         z = 1.959964
         out[run] = Measure(vals, vals[0] - z * se, vals[0] + z * se)
-    return out, "init: chance accuracy (not evaluated)"
+    paper = "" if tasks == PAPER_ACCURACY_TASKS else "; paper: ARC-C/HellaSwag"
+    return out, f"Acc over {', '.join(tasks) or 'no evaluated task'}{paper}; init: chance accuracy (not evaluated)"
+
+
+def statistic_text(claim: "Claim", res: Results, run_ids: list[str]) -> str:
+    """The claim's statistic; `{tasks}` names the accuracy tasks actually averaged on these runs (protocol E6)."""
+    if "{tasks}" not in claim.statistic:
+        return claim.statistic
+    return claim.statistic.format(tasks=", ".join(res.accuracy_tasks(run_ids)) or "no evaluated task")
 
 
 QUANTITIES: dict[str, Quantity] = {
@@ -283,7 +292,7 @@ CLAIMS: tuple[Claim, ...] = (
           "U(MoE-7BA1B) − U(Dense-1B)", "difference", "usefulness",
           lambda r: r.usefulness_gap("MoE-7BA1B", "Dense-1B"), pair=("MoE-7BA1B", "Dense-1B")),
     Claim("E6-accuracy", "The sparsity recipe raises average accuracy over the L=32 baseline (Fig 1)", "ablation",
-          "Acc(A8) − Acc(A1), Acc = mean(ARC-C, HellaSwag acc_norm)", "difference", "accuracy",
+          "Acc(A8) − Acc(A1), Acc = mean acc_norm of {tasks}", "difference", "accuracy",
           lambda r: r.accuracy_gap("A8", "A1"), pair=("+MoE", "L=32 baseline"), control=False),
 )
 
@@ -298,12 +307,12 @@ def _diverged(res: Results, run_ids: list[str]) -> list[str]:
 
 
 def _row(claim: Claim, paper: float, verdict: tuple[str, str], test: stats.Test | None, init_value: float,
-         beyond: stats.Test | None, runs: list[str], n_seeds: int, detail: str) -> dict:
+         beyond: stats.Test | None, runs: list[str], n_seeds: int, detail: str, statistic: str) -> dict:
     t = test or stats.Test(math.nan, math.nan, math.nan, math.nan, math.nan, 0, "")
     return {"claim_id": claim.claim_id, "verdict": verdict[0], "reason": verdict[1], "ours": t.stat,
             "ci_low": t.low, "ci_high": t.high, "p_value": t.p_agree, "init_value": init_value, "paper": paper,
             "p_beyond_init": beyond.p_agree if beyond else math.nan, "claim": claim.claim, "group": claim.group,
-            "statistic": claim.statistic, "test": t.method, "n_runs": len(runs), "n_seeds": n_seeds,
+            "statistic": statistic, "test": t.method, "n_runs": len(runs), "n_seeds": n_seeds,
             "runs": ", ".join(runs), "detail": detail}
 
 
@@ -350,7 +359,8 @@ def trend_claim(claim: Claim, res: Results, paper: float) -> dict:
     diverged = _diverged(res, used)
     if diverged:
         verdict = (verdict[0], verdict[1] + f"; diverged: {', '.join(diverged)}")
-    return _row(claim, paper, verdict, test, init_value, beyond, used, n_seeds, detail)
+    return _row(claim, paper, verdict, test, init_value, beyond, used, n_seeds, detail,
+                statistic_text(claim, res, ids))
 
 
 def _pair_stat(kind: str, a: float, b: float) -> float:
@@ -413,7 +423,8 @@ def pair_claim(claim: Claim, res: Results, paper: float) -> dict:
     diverged = _diverged(res, used)
     if diverged:
         verdict = (verdict[0], verdict[1] + f"; diverged: {', '.join(diverged)}")
-    return _row(claim, paper, verdict, test, init_value, beyond, used, len(k), detail)
+    return _row(claim, paper, verdict, test, init_value, beyond, used, len(k), detail,
+                statistic_text(claim, res, present))
 
 
 def evaluate_claims(res: Results, ref_dir: Path, claims: tuple[Claim, ...] = CLAIMS) -> pd.DataFrame:

@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# Fig 1's average accuracy and claim E6-accuracy (protocol E6): the mean acc_norm of these lm-eval tasks.
+PAPER_ACCURACY_TASKS = ("arc_challenge", "hellaswag")
+
 # Readable names of the runs whose labels do not spell them (protocol §3 E5, Table 5).
 MODEL_NAMES = {"dense-400M": "Dense-400M", "moe-2BA400M": "MoE-2BA400M", "dense-1B": "Dense-1B", "moe-7BA1B": "MoE-7BA1B"}
 
@@ -100,6 +103,22 @@ class Results:
             runs[name] = [float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for v in seeds]
             runs[f"{name}_seeds"] = seeds
         return runs
+
+    def eval_metrics(self, run_ids: Iterable[str]) -> list[str]:
+        """The evaluated `<task>.<headline metric>` keys (M12, eval/downstream.csv) of these runs and their seeds,
+        in summary order; only the tasks that were actually evaluated."""
+        ids = {r for run in run_ids for r in self.replicas(run)}
+        part = self.summary[(self.summary["source"] == "eval") & self.summary["run_id"].isin(ids)]
+        return list(dict.fromkeys(m for m in part["metric"] if not m.endswith("_stderr")))
+
+    def accuracy_tasks(self, run_ids: Iterable[str]) -> tuple[str, ...]:
+        """The tasks whose acc_norm Fig 1's average accuracy (and claim E6-accuracy) averages over these runs
+        (protocol E6): ARC-Challenge and HellaSwag where they were evaluated (the paper's), else every other task
+        evaluated with acc_norm (at small scale without the stock data: the embedded pydoc_cont4); () if none."""
+        tasks = [m.rsplit(".", 1)[0] for m in self.eval_metrics(run_ids) if m.endswith(".acc_norm")]
+        if set(PAPER_ACCURACY_TASKS) <= set(tasks):
+            return PAPER_ACCURACY_TASKS
+        return tuple(tasks)
 
     def common_step(self, run_ids: Iterable[str]) -> int | None:
         """Last logged step of the shortest of these runs (M1 curves compared there, e.g. Fig 5a at 2,384 steps)."""

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.variance_curve import last_layer_curve
-from .data import DEPTH_ARMS, DirectoryResults, Results, depth_arms
+from .data import DEPTH_ARMS, PAPER_ACCURACY_TASKS, DirectoryResults, Results, depth_arms
 from .inventory import ATTENTION_DETAIL, BEYOND, FIGURES, SCORE_PANELS
 from .panels import (heatmap, layer_curves, paper_anchors, score_bars, score_visualization,
                      sweep_lines, variance_curves)
@@ -49,24 +49,30 @@ def _variance_with_anchors(res: Results, ref_dir: Path, group: str, figure: str,
 
 # --- E6 ----------------------------------------------------------------------------------------------------
 def fig1(res: Results, ref_dir: Path) -> Figures:
-    """Ablation stack (E6): average ARC-C/HellaSwag acc_norm bars, usefulness stars on the top axis (M12, M6)."""
-    df = res.scalars("ablation", {"arc_c": ("eval", "arc_challenge.acc_norm"), "hs": ("eval", "hellaswag.acc_norm"),
+    """Ablation stack (E6): average acc_norm bars (ARC-C & HellaSwag, or the tasks evaluated instead; the axis names
+    them), usefulness stars on the top axis (M12, M6)."""
+    runs = res.runs("ablation")
+    tasks = res.accuracy_tasks(runs["run_id"])
+    df = res.scalars("ablation", {**{t: ("eval", f"{t}.acc_norm") for t in tasks},
                                   "usefulness": ("usefulness", "usefulness")})
     paper = load_reference(ref_dir, "fig1_ablation").set_index("id")
     fig, (ax,) = panels(1, size=(6.0, 4.2))
     if df.empty:
         no_data(ax, "ablation runs")
         return [(_stems("fig1")[0], fig)]
-    df["avg"] = (df["arc_c"] + df["hs"]) / 2
+    df["avg"] = df[list(tasks)].mean(axis=1, skipna=False) if tasks else np.nan
     y = np.arange(len(df))[::-1]
     kept = [str(k) in ("yes", "base", "ref") for k in df.get("label_kept", pd.Series(["yes"] * len(df)))]
     ax.barh(y, np.nan_to_num(df["avg"]), color=["0.3" if k else "0.75" for k in kept], edgecolor="black", lw=0.4,
             label="ours: avg acc")
     ids = [r.replace("abl-", "") for r in df["run_id"]]
-    pa = [paper["avg_acc_arcc_hellaswag"].get(i, np.nan) for i in ids]
-    ax.scatter(pa, y, **PAPER, label="paper: avg acc")
+    same = tasks == PAPER_ACCURACY_TASKS  # the paper's numbers are ARC-C/HellaSwag averages: drawn only beside those
+    pa = [paper["avg_acc_arcc_hellaswag"].get(i, np.nan) for i in ids] if same else []
+    if same:
+        ax.scatter(pa, y, **PAPER, label="paper: avg acc")
     ax.set_yticks(y, df["label"])
-    ax.set_xlabel("average accuracy, ARC-C & HellaSwag acc_norm (%)")
+    ax.set_xlabel(f"average accuracy, {' & '.join(tasks) or 'no task evaluated'} acc_norm (%)"
+                  + ("" if same or not tasks else "; paper: ARC-C & HellaSwag, not drawn"))
     finite = [v for v in [*df["avg"], *pa] if np.isfinite(v)]
     if finite:
         ax.set_xlim(min(finite) - 2, max(finite) + 2)

@@ -64,8 +64,10 @@ def _score_figure(n: int) -> Item:
 
 FIGURES: dict[str, Item] = {item.name: item for item in [
     _fig(1, "_ablation_stack", "ablation",
-         "Ablation stack A0–A8 (E6): bars = average of ARC-Challenge and HellaSwag acc_norm (M12), stars = "
-         "usefulness U (M6, top axis); bold = kept ingredients, faded = side branches; hollow markers = paper."),
+         "Ablation stack A0–A8 (E6): bars = average acc_norm (M12) of ARC-Challenge and HellaSwag, or where they "
+         "were not evaluated of the tasks that were (the embedded pydoc_cont4 at small scale; the axis names them), "
+         "stars = usefulness U (M6, top axis); bold = kept ingredients, faded = side branches; hollow markers = "
+         "paper (its accuracy only beside ARC-C/HellaSwag averages)."),
     _fig(2, "a_depth_variance b_depth_jacobian c_depth_scores", "depth",
          "Depth scaling (E1): (a) last-layer variance Var(x_L) vs training step (M1, log axis), (b) Jacobian "
          "deviation ‖J̄−I‖_F/d per layer (M3), (c) causal, permutation and usefulness scores (M4–M6), plus "
@@ -113,7 +115,8 @@ def _table(n: int, slug: str, group: str, caption: str) -> Item:
 TABLES: dict[str, Item] = {item.name: item for item in [
     _table(1, "depth", "depth",
            "Depth (E1): parameters, effective/wasted layers (M6; also effective layers under the released "
-           "code's map x Wᵀ + b, D1), PPL (M11), MMLU acc, ARC-C, ARC-E, HellaSwag acc_norm (M12)."),
+           "code's map x Wᵀ + b, D1), PPL (M11), MMLU acc, ARC-C, ARC-E, HellaSwag acc_norm (M12), and a "
+           "`<task>_<metric>` column per further evaluated task (the embedded pydoc_cont4 at small scale)."),
     _table(2, "weight_decay", "weight_decay", "Weight decay (E2): PPL (M11), causal, permutation, usefulness (M4–M6)."),
     _table(3, "seqlen", "seqlen", "Sequence length (E3): PPL (M11), causal, permutation, usefulness (M4–M6)."),
     _table(4, "gqa", "gqa", "GQA group size (E4): PPL (M11), causal, permutation, usefulness (M4–M6)."),
@@ -139,7 +142,8 @@ BEYOND: dict[str, Item] = {item.name: item for item in [
          "the log) by depth for both arms.", category="Beyond the paper"),
     Item("tableX1", ("tableX1_lns_depth",), ("depth", "lns"),
          "Beyond the paper — Table 1's columns for both arms of the depth sweep, Pre-LN (E1) and LayerNorm Scaling "
-         "(group lns): parameters, effective/wasted layers (M6), PPL (M11), MMLU, ARC-C, ARC-E, HellaSwag (M12).",
+         "(group lns): parameters, effective/wasted layers (M6), PPL (M11), MMLU, ARC-C, ARC-E, HellaSwag and "
+         "any further evaluated task (M12).",
          "tables", ("csv", "md", "tex"), "Beyond the paper"),
     Item("claimsX", ("claims_beyond_paper",), ("depth", "lns"),
          "Beyond the paper — claims about LayerNorm Scaling (not the paper's), checked with the paper claims' "

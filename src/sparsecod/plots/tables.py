@@ -177,9 +177,27 @@ def _ours(res: Results, run_id: str, cfg: dict, col: Column) -> tuple[float, flo
                          res.value(run_id, source, f"ci.{metric}.high"))
 
 
-def score_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
-    """Tables 1–5 (E1–E5) as a DataFrame: run_id, label, then `x`, `x_paper`, `x_diff` per paper column."""
+def eval_columns(columns: tuple[Column, ...], res: Results, run_ids) -> tuple[Column, ...]:
+    """`columns` plus one `<task>_<metric>` column per task evaluated on these runs that `columns` does not show
+    (M12; e.g. the embedded pydoc_cont4 at small scale), named after the task and its headline metric."""
+    shown = {c.ours[1] for c in columns if isinstance(c.ours, tuple) and c.ours[0] == "eval"}
+    extra = [m for m in res.eval_metrics(run_ids) if m not in shown]
+    return columns + tuple(Column(m.replace(".", "_"), ("eval", m), m.replace(".", "_"), ".2f") for m in extra)
+
+
+def table_columns(name: str, res: Results) -> tuple[Column, ...]:
+    """The columns of table `name` on these results: the paper's, then any further evaluated task's."""
+    if name in CONFIG_TABLES:
+        return CONFIG_COLUMNS
     spec = SCORE_TABLES[name]
+    return eval_columns(spec.columns, res, res.runs(spec.group)["run_id"])
+
+
+def score_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
+    """Tables 1–5 (E1–E5) as a DataFrame: run_id, label, then `x`, `x_paper`, `x_diff` per column (the paper's
+    columns, then one per further evaluated task, `table_columns`)."""
+    spec = SCORE_TABLES[name]
+    columns = table_columns(name, res)
     ref = load_reference(ref_dir, spec.ref)
     rows = []
     for run in res.runs(spec.group).to_dict("records"):
@@ -187,7 +205,7 @@ def score_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
         match = ref[[_same(key, k) for k in ref[spec.ref_key]]] if key is not None else ref.iloc[:0]
         paper = match.iloc[0] if len(match) else None
         row, cfg = {"run_id": run["run_id"], "label": run["label"]}, res.config(run["run_id"])
-        for col in spec.columns:
+        for col in columns:
             ours, low, high = _ours(res, run["run_id"], cfg, col)
             theirs = parse_count(paper[col.ref]) if paper is not None and col.ref in paper else math.nan
             row |= {col.name: ours, f"{col.name}_paper": theirs, f"{col.name}_diff": ours - theirs,
@@ -196,9 +214,9 @@ def score_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
             note = paper["note"] if paper is not None else None
             row["note"] = note if isinstance(note, str) else ""
         rows.append(row)
-    columns = ["run_id", "label", *[f"{c.name}{s}" for c in spec.columns for s in ("", "_paper", "_diff")]]
-    intervals = [f"{c.name}{s}" for c in spec.columns for s in ("_low", "_high")]
-    return pd.DataFrame(rows, columns=columns + (["note"] if "note" in ref.columns else []) + intervals)
+    names = ["run_id", "label", *[f"{c.name}{s}" for c in columns for s in ("", "_paper", "_diff")]]
+    intervals = [f"{c.name}{s}" for c in columns for s in ("_low", "_high")]
+    return pd.DataFrame(rows, columns=names + (["note"] if "note" in ref.columns else []) + intervals)
 
 
 def config_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
@@ -237,9 +255,8 @@ def build_table(name: str, res: Results, ref_dir: Path) -> pd.DataFrame:
 
 
 # --- rendering -----------------------------------------------------------------------------------------------
-def _formats(name: str) -> dict[str, str]:
+def _formats(cols: tuple[Column, ...]) -> dict[str, str]:
     """Display format of every numeric output column (ours, _paper and _diff share their column's format)."""
-    cols = SCORE_TABLES[name].columns if name in SCORE_TABLES else CONFIG_COLUMNS
     out = {f"{c.name}{s}": c.fmt for c in cols for s in ("", "_paper", "_diff")}
     return out | {"params_non_embedding": "count", "params_active": "count"}
 
@@ -310,7 +327,7 @@ def render_table(name: str, res: Results, ref_dir: Path, out_dir: Path) -> list[
     """Write `<out_dir>/<stem>.csv`, `.md` and `.tex` of table `name` atomically; returns the three paths."""
     df = build_table(name, res, Path(ref_dir))
     item = TABLES[name]
-    stem, formats = item.stems[0], _formats(name)
+    stem, formats = item.stems[0], _formats(table_columns(name, res))
     caption = f"Table {name.removeprefix('table')}. {item.caption}"
     out_dir = Path(out_dir)
     return [write_csv_atomic(out_dir / f"{stem}.csv", df),
@@ -321,9 +338,10 @@ def render_table(name: str, res: Results, ref_dir: Path, out_dir: Path) -> list[
 # --- beyond the paper (inventory.BEYOND) -------------------------------------------------------------------
 def lns_table(res: Results) -> pd.DataFrame:
     """Table X1: Table 1's columns (ours only; the paper never trained LNS) for both arms, by depth then arm."""
-    columns = SCORE_TABLES["table1"].columns
+    arms = depth_arms(res)
+    columns = eval_columns(SCORE_TABLES["table1"].columns, res, arms["run_id"])
     rows = []
-    for run in depth_arms(res).to_dict("records"):
+    for run in arms.to_dict("records"):
         cfg, row = res.config(run["run_id"]), dict(run)
         for col in columns:
             row[col.name], row[f"{col.name}_low"], row[f"{col.name}_high"] = _ours(res, run["run_id"], cfg, col)
@@ -337,7 +355,8 @@ def render_lns_table(res: Results, out_dir: Path) -> list[Path]:
     df = lns_table(res)
     item = BEYOND["tableX1"]
     stem, caption = item.stems[0], f"Table X1. {item.caption}"
-    formats = {"depth": ".0f", **{c.name: c.fmt for c in SCORE_TABLES["table1"].columns}}
+    columns = eval_columns(SCORE_TABLES["table1"].columns, res, depth_arms(res)["run_id"])
+    formats = {"depth": ".0f", **{c.name: c.fmt for c in columns}}
     out_dir = Path(out_dir)
     return [write_csv_atomic(out_dir / f"{stem}.csv", df),
             write_bytes_atomic(out_dir / f"{stem}.md", to_markdown(df, formats, caption).encode()),
