@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from sparsecod.collect import collect
 from sparsecod.experiments import GROUPS, Registry, load_config
@@ -30,6 +31,15 @@ KEPT_GAIN = {"abl-A0": 0.5, "abl-A1": 0.0, "abl-A2": 0.5, "abl-A3": -0.5, "abl-A
 
 
 SHARED_1B = 1024 / 4096  # strength of seq-4096, which gqa-G1 and dense-1B reuse (protocol §3 E3-E5)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Tests that inspect figures without saving them close them afterwards (autouse where imported)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
 
 
 def strength(reg: Registry, run_id: str) -> float:

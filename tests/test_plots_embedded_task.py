@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from _plots_testutil import ROOT, STOCK_TASKS, make_results
+from _plots_testutil import ROOT, STOCK_TASKS, close_figures, make_results  # noqa: F401 (autouse fixture)
 from sparsecod.plots.claims import evaluate_claims
 from sparsecod.plots.data import Results
 from sparsecod.plots.figures import RENDERERS
@@ -17,13 +17,6 @@ from sparsecod.plots.tables import build_table, lns_table, render_table
 
 REF = ROOT / "config" / "reference"
 
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")

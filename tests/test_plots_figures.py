@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _plots_testutil import make_results
+from _plots_testutil import close_figures, make_results  # noqa: F401 (autouse fixture)
 from sparsecod.cli import main
 from sparsecod.plots.data import Results, run_label, spearman
 from sparsecod.plots.figures import RENDERERS, render
@@ -19,14 +19,6 @@ from sparsecod.plots.reference import load_reference
 ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT / "config" / "reference"
 
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    """Tests that inspect figures without saving them close them afterwards."""
-    yield
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")
