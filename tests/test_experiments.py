@@ -115,7 +115,7 @@ def test_every_scale_defines_the_same_runs(paper: Registry, scale: str) -> None:
     small = Registry(load_config(CONFIGS[scale]))
     assert small.all_ids() == paper.all_ids()
     assert small.aliases == paper.aliases
-    borrowed = {"lns-shallow", "lns-deep"} if scale == "smoke" else set()  # smoke lns uses E1's winners (smoke.yaml)
+    borrowed = {"lns-shallow", "lns-deep"}  # smoke and mini lns use E1's winners (smoke.yaml, mini.yaml)
     assert set(small.sweeps) == set(paper.sweeps) - borrowed
     for run_id in paper.all_ids():
         assert small.spec(run_id).analyses == paper.spec(run_id).analyses

@@ -27,7 +27,7 @@ def test_lns_mirrors_e1_with_lns_only_changed(scale: str) -> None:
         assert lns.analyses == pre.analyses and lns.evaluate == pre.evaluate
         assert lns.labels == {"depth": L, "norm": "lns"}
     sweeps = {reg.spec(f"lns-L{L}").lr_sweep for L in DEPTHS}
-    if scale == "smoke":  # borrows E1's winners: no added sweep points
+    if scale != "paper":  # smoke and mini borrow E1's winners: no added sweep points
         assert sweeps == {"depth-shallow", "depth-deep"}
     else:  # E1's selection rule on its own proxies, same grids and budget fractions
         assert sweeps == {"lns-shallow", "lns-deep"}

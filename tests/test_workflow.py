@@ -84,7 +84,7 @@ def test_small_scales_plan_the_same_runs(config: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
     trained = 31 + {"config/smoke.yaml": 12, "config/mini.yaml": 18}[config]  # sweeps: 2 / 3 grid points each
-    trained += 4 + {"config/smoke.yaml": 0, "config/mini.yaml": 6}[config]  # lns: smoke borrows E1's LR winners
+    trained += 4  # lns: smoke and mini borrow E1's LR winners (no sweep points of their own)
     assert counts["train"] == trained + SEED_JOBS[config]
     # one analysis job per trained run (and seed) with analyses, + the 4 lns runs
     assert counts["analyze_run"] == 29 + 4 + SEED_JOBS[config]
