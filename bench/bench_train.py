@@ -268,7 +268,7 @@ def print_memory(mem: dict) -> None:
 
 def common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
-                   help="smoke run of the script (< 1 min): batch 2, 1 warm-up + 3 timed steps, memory in fp32 only")
+                   help="smoke run of the script (< 1 min): batch 1, 1 warm-up + 3 timed steps, memory in fp32 only")
     p.add_argument("--batch", type=int, default=BATCH, help="sequences per step (T = 256)")
     p.add_argument("--precision", default="fp32,bf16", help="comma list of fp32, bf16 (bf16 = autocast)")
     p.add_argument("--warmup", type=int, default=3)
@@ -281,7 +281,7 @@ def common_args(p: argparse.ArgumentParser) -> None:
 
 def apply_quick(args: argparse.Namespace) -> list[str]:
     if args.quick:
-        args.warmup, args.steps, args.memory_steps, args.batch = 1, 3, 1, 2
+        args.warmup, args.steps, args.memory_steps, args.batch = 1, 3, 1, 1
     precisions = [p for p in args.precision.split(",") if p]
     bad = set(precisions) - set(PRECISIONS)
     if bad:

@@ -37,7 +37,7 @@ def parse_final_line(stdout: str) -> dict[str, str]:
 
 @pytest.mark.integration
 def test_bench_scripts_quick_mode_final_line() -> None:
-    """About 3 minutes on 2 busy cores: four scripts, each meant to take under a minute."""
+    """About 2.5 minutes on 2 cores (149 s measured): four scripts, each meant to take under a minute."""
     for script, keys in EXPECTED.items():
         res = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True,
                              cwd=BENCH.parent, timeout=900)

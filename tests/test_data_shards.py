@@ -189,7 +189,7 @@ def test_ctrl_c_while_tokenizing_leaves_no_partial_shard(tmp_path) -> None:
     import sys
     import time
 
-    corpus = write_jsonl(tmp_path / "corpus.jsonl", synthetic_docs(60_000))
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", synthetic_docs(200_000))  # 60k finished before the SIGINT once
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "sparsecod", "tokenize", "--corpus", str(corpus), "--tokenizer", str(NEOX),
            "--heldout-tokens", "100000000", "--workers", "2", "--out", str(out), "--no-progress"]

@@ -419,11 +419,11 @@ def test_preempted_two_process_training_requeues_and_finishes(slurm_cluster, smo
 def test_warning_signal_reaches_the_command_without_b(slurm_cluster, tmp_path):
     """`--signal=URG@s` (what the train rule asks for) reaches the rule's command inside the plugin's job step and
     the job still completes; `--signal=B:URG@s` only signals the batch shell, so the command never sees it."""
-    rc, log = slurm_cluster.snakemake(tmp_path, "--verbose", snakefile=HERE / "data" / "Snakefile.signal", timeout=150)
+    rc, log = slurm_cluster.snakemake(tmp_path, "--verbose", snakefile=HERE / "data" / "Snakefile.signal", timeout=240)
     assert rc == 0, f"snakemake failed (exit {rc}):\n{log[-6000:]}"
     step = (tmp_path / "out" / "step.txt").read_text().split(maxsplit=1)
     batch = (tmp_path / "out" / "batch.txt").read_text().split(maxsplit=1)
     assert step[1].startswith("signaled"), step
-    assert batch[1].strip() == "not signaled", batch
+    assert batch[1].startswith("not signaled"), batch
     for job_id in (step[0], batch[0]):
         assert slurm_cluster.job(job_id)["JobState"] == "COMPLETED"

@@ -97,13 +97,14 @@ def evaluate_run(
             if local is not None:
                 eval_names = write_offline_groups(stock, local, Path(include_dir))
                 with hf_offline():
-                    parts.append(_simple_evaluate(lm, eval_names, include_dir, limit, log_samples))
+                    parts.append(_simple_evaluate(lm, eval_names, include_dir, limit, log_samples, stock=True))
             else:
-                parts.append(_simple_evaluate(lm, stock, None, limit, log_samples))
+                parts.append(_simple_evaluate(lm, stock, None, limit, log_samples, stock=True))
         _unwrap_offline_groups(parts[-1])
     if embedded_dir is not None:
         with hf_offline():
-            parts.append(_simple_evaluate(lm, [EMBEDDED_TASK], str(embedded_dir), embedded_limit, log_samples))
+            parts.append(_simple_evaluate(lm, [EMBEDDED_TASK], str(embedded_dir), embedded_limit, log_samples,
+                                          stock=False))
     results = _merge_results(parts)
     results["config"]["model"] = "sparsecod"
     results["config"]["model_args"] = {"checkpoint": str(model_dir), "batch_size": batch_size, "device": device,
@@ -142,11 +143,13 @@ def _model(model_dir: Path, batch_size: int, device: str, dtype: str, max_length
                        max_length=max_length, progress=progress)
 
 
-def _simple_evaluate(lm, tasks: list[str], include_dir: str | None, limit, log_samples: bool) -> dict:
+def _simple_evaluate(lm, tasks: list[str], include_dir: str | None, limit, log_samples: bool, stock: bool) -> dict:
+    """`lm_eval.simple_evaluate` zero-shot on `tasks` from `include_dir`; `stock` also indexes the harness's own
+    task folder (thousands of YAMLs, ≈ 5 s), which the self-contained embedded task does not need."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=include_dir) if include_dir else TaskManager()
+    manager = TaskManager(include_path=include_dir, include_defaults=stock)
     results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=0, limit=limit, task_manager=manager,
                                       log_samples=log_samples)
     if results is None:  # only on non-zero ranks, which a single-process run never has
